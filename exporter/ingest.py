@@ -1,0 +1,130 @@
+"""From a verified event to metrics and detectors: dedupe, mode filter, accounting, detectors.
+
+The same code serves the HTTP handler and offline replays (backtests pass a virtual `received` time).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from exporter import logs
+from exporter.accounting import Accounting
+from exporter.detectors.base import Detector
+from exporter.metrics import Metrics
+from exporter.state import StateStore
+
+MAX_EVENT_ID_LENGTH = 255
+
+
+def event_shape_error(event: Any) -> str | None:
+    """Why a parsed body is not a Stripe event, or None when it is one."""
+    if not isinstance(event, dict):
+        return "not a JSON object"
+    event_id = event.get("id")
+    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_EVENT_ID_LENGTH:
+        return "missing or invalid id"
+    event_type = event.get("type")
+    if not isinstance(event_type, str) or not event_type:
+        return "missing or invalid type"
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        return "missing data.object"
+    return None
+
+
+class Ingestor:
+    def __init__(
+        self,
+        metrics: Metrics,
+        state: StateStore,
+        *,
+        mode: str = "any",
+        detectors: Sequence[Detector] = (),
+        recent_size: int = 200,
+    ):
+        self.metrics = metrics
+        self.state = state
+        self.mode = mode
+        self.detectors = list(detectors)
+        self.accounting = Accounting(metrics, state)
+        self.recent: deque[dict[str, Any]] = deque(maxlen=recent_size)
+        self._modes_seen: set[bool] = set()
+        self._newest_created = 0.0
+        self._requests = {o: metrics.webhook_requests.labels(o) for o in ("accepted", "duplicate", "ignored")}
+
+    def ingest(self, event: dict[str, Any], received: float) -> str:
+        """Process one shape-checked event; returns its outcome (accepted, duplicate or ignored)."""
+        event_id: str = event["id"]
+        event_type: str = event["type"]
+        created = event.get("created")
+        if isinstance(created, bool) or not isinstance(created, int | float):
+            created = None
+        if self.state.check_and_mark(event_id, received):
+            outcome = "duplicate"
+        else:
+            outcome = self._first_delivery(event, event_type, created, received)
+        self._requests[outcome].inc()
+        self.recent.append(
+            {
+                "id": event_id,
+                "type": self.metrics.cap_type(event_type),
+                "created": created,
+                "received": round(received, 3),
+                "outcome": outcome,
+            }
+        )
+        return outcome
+
+    def _first_delivery(
+        self, event: dict[str, Any], event_type: str, created: float | None, received: float
+    ) -> str:
+        m = self.metrics
+        livemode = event.get("livemode")
+        m.events_by_mode.labels(
+            "true" if livemode is True else "false" if livemode is False else "unknown"
+        ).inc()
+        if isinstance(livemode, bool) and livemode not in self._modes_seen:
+            self._modes_seen.add(livemode)
+            if len(self._modes_seen) == 2 and self.mode == "any":
+                logs.event(
+                    logging.WARNING,
+                    "both live and test mode events are being counted together; "
+                    "set stripe.mode to live or test to keep them apart",
+                )
+        if (self.mode == "live" and livemode is not True) or (self.mode == "test" and livemode is not False):
+            return "ignored"
+        m.events.labels(m.cap_type(event_type)).inc()
+        m.last_event.set(received)
+        if created is not None:
+            m.delivery_delay.observe(max(0.0, received - created))
+            if created > self._newest_created:
+                self._newest_created = created
+                m.last_event_created.set(created)
+        obj = event["data"]["object"]
+        try:
+            self.accounting.apply(event_type, obj)
+        except Exception:
+            m.processing_errors.labels("metrics").inc()
+            logs.error("event accounting failed", event_id=event_id_safe(event), type=event_type[:100])
+        for detector in self.detectors:
+            try:
+                detector.on_event(event, received)
+            except Exception:
+                m.processing_errors.labels(detector.name).inc()
+                logs.error("detector failed", detector=detector.name, event_id=event_id_safe(event))
+        return "accepted"
+
+    def tick(self, now: float) -> None:
+        for detector in self.detectors:
+            try:
+                detector.tick(now)
+            except Exception:
+                self.metrics.processing_errors.labels(detector.name).inc()
+                logs.error("detector tick failed", detector=detector.name)
+
+
+def event_id_safe(event: dict[str, Any]) -> str:
+    return str(event.get("id", ""))[:MAX_EVENT_ID_LENGTH]

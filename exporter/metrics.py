@@ -1,0 +1,149 @@
+"""Every metric the ingest core exposes, on the exporter's own registry (never the global one).
+
+Names and labels here are a contract: rules/, dashboards/ and users' own queries depend on them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+from exporter.labels import LabelCap
+
+# `*_created` series double the scrape for nothing Prometheus needs (it detects counter resets by itself).
+disable_created_metrics()
+
+OUTCOMES = ("accepted", "duplicate", "ignored", "invalid_signature", "invalid_payload", "too_large")
+
+# Delivery delay buckets from 1 s to 6 h: Stripe delivers in seconds when healthy and retries with back-off
+# for up to three days when not; the 10-minute lag threshold sits between two buckets (300 and 600 / 900).
+DELAY_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
+
+
+class Metrics:
+    """The ingest core's metrics plus the label caps that keep their series bounded."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, max_label_values: int = 300):
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.label_overflow = Counter(
+            "billingwatch_label_values_overflowed",
+            "Label values replaced by 'other' because a label reached its distinct-value cap.",
+            registry=r,
+        )
+        cap = max_label_values
+        self.cap_type = LabelCap(cap, self.label_overflow.inc)
+        self.cap_currency = LabelCap(cap, self.label_overflow.inc)
+        self.cap_failure_code = LabelCap(cap, self.label_overflow.inc)
+        self.cap_reason = LabelCap(cap, self.label_overflow.inc)
+        self.cap_fraud_type = LabelCap(cap, self.label_overflow.inc)
+
+        self.webhook_requests = Counter(
+            "billingwatch_webhook_requests",
+            "Webhook requests by outcome (accepted, duplicate, ignored, invalid_signature, invalid_payload, "
+            "too_large).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in OUTCOMES:
+            self.webhook_requests.labels(outcome)
+        self.events_by_mode = Counter(
+            "stripe_events_by_mode",
+            "Unique verified events by Stripe mode (livemode true or false), counted or ignored.",
+            ["livemode"],
+            registry=r,
+        )
+        self.processing_errors = Counter(
+            "billingwatch_event_processing_errors",
+            "Events whose processing raised an error (the event is still acknowledged and deduplicated).",
+            ["stage"],
+            registry=r,
+        )
+        self.events = Counter("stripe_events", "Unique Stripe events by type.", ["type"], registry=r)
+        self.delivery_delay = Histogram(
+            "stripe_event_delivery_delay_seconds",
+            "Time from an event's creation at Stripe to its first delivery here.",
+            buckets=DELAY_BUCKETS,
+            registry=r,
+        )
+        self.last_event = Gauge(
+            "stripe_last_event_timestamp_seconds",
+            "Unix time at which the last unique event was received.",
+            registry=r,
+        )
+        self.last_event_created = Gauge(
+            "stripe_last_event_created_timestamp_seconds",
+            "Stripe `created` time of the newest unique event received.",
+            registry=r,
+        )
+        self.charges = Counter(
+            "stripe_charges",
+            "Charge attempts (succeeded and failed) by currency.",
+            ["currency"],
+            registry=r,
+        )
+        self.charges_failed = Counter(
+            "stripe_charges_failed",
+            "Failed charge attempts by currency and Stripe failure code.",
+            ["currency", "failure_code"],
+            registry=r,
+        )
+        self.charge_amount = Counter(
+            "stripe_charge_amount",
+            "Captured amount of successful charges, in major currency units.",
+            ["currency"],
+            registry=r,
+        )
+        self.refund_amount = Counter(
+            "stripe_refund_amount",
+            "Refunded amount, in major currency units (from charge.refunded, counted once per refund).",
+            ["currency"],
+            registry=r,
+        )
+        self.refunds = Counter(
+            "stripe_refunds",
+            "Refunds by currency (from charge.refunded, counted once per refund).",
+            ["currency"],
+            registry=r,
+        )
+        self.disputes = Counter("stripe_disputes", "Disputes opened, by reason.", ["reason"], registry=r)
+        self.dispute_amount = Counter(
+            "stripe_dispute_amount",
+            "Disputed amount, in major currency units.",
+            ["currency"],
+            registry=r,
+        )
+        self.early_fraud_warnings = Counter(
+            "stripe_early_fraud_warnings",
+            "Radar early fraud warnings, by fraud type.",
+            ["fraud_type"],
+            registry=r,
+        )
+        self.invoices_paid = Counter(
+            "stripe_invoices_paid", "Invoices paid (invoice.paid), by currency.", ["currency"], registry=r
+        )
+        self.invoice_amount_paid = Counter(
+            "stripe_invoice_amount_paid",
+            "Amount paid on invoices (invoice.paid), in major currency units.",
+            ["currency"],
+            registry=r,
+        )
+        self.invoice_payment_failures = Counter(
+            "stripe_invoice_payment_failures",
+            "Failed invoice payment attempts (invoice.payment_failed), by currency.",
+            ["currency"],
+            registry=r,
+        )
+        self.state_flush_seconds = Histogram(
+            "billingwatch_state_flush_seconds",
+            "Time spent writing seen event ids and detector state to disk.",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+            registry=r,
+        )
+        self.state_seen_ids = Gauge(
+            "billingwatch_state_seen_ids",
+            "Event ids held in the dedupe store (retention window).",
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "billingwatch_build_info", "Always 1; labels carry the version.", ["version"], registry=r
+        )

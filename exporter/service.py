@@ -1,0 +1,129 @@
+"""The running exporter: builds everything from a Config, serves both listeners, shuts down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from exporter import __version__, logs
+from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
+from exporter.config import Config, parse_hostport
+from exporter.detectors.registry import build_detectors
+from exporter.ingest import Ingestor
+from exporter.metrics import Metrics
+from exporter.state import StateStore
+from exporter.web import SignatureVerifier, private_app, webhook_app
+
+PRUNE_INTERVAL_SECONDS = 3600.0
+
+
+class Service:
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time):
+        self.config = config
+        self.clock = clock
+        self.metrics = Metrics(max_label_values=config.metrics.max_label_values)
+        self.metrics.build_info.labels(__version__).set(1)
+        self.state = StateStore(config.state.path, retention_seconds=config.state.retention_seconds)
+        self.detector_set = build_detectors(config, self.metrics.registry, self.state)
+        self.ingestor = Ingestor(
+            self.metrics,
+            self.state,
+            mode=config.stripe.mode,
+            detectors=self.detector_set.detectors,
+            recent_size=config.server.recent_events,
+        )
+        self.verifier = SignatureVerifier(config.stripe.webhook_secrets, config.stripe.tolerance_seconds)
+        self._runners: list[web.AppRunner] = []
+        self._sites: list[web.TCPSite] = []
+        self._ready = False
+        self._housekeeping: asyncio.Task[None] | None = None
+        self.webhook_port: int | None = None
+        self.metrics_port: int | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        public = webhook_app(
+            self.ingestor, self.verifier, max_body_bytes=cfg.server.max_body_bytes, clock=self.clock
+        )
+        private = private_app(self.ingestor, ready=lambda: self._ready, extra_routes=self.detector_set.routes)
+        self.webhook_port = await self._serve(public, cfg.server.listen)
+        self.metrics_port = await self._serve(private, cfg.server.metrics_listen)
+        self._housekeeping = asyncio.create_task(self._housekeep())
+        self._ready = True
+        logs.event(
+            logging.INFO,
+            "billingwatch started",
+            version=__version__,
+            webhook=f"{cfg.server.listen} POST /webhooks/stripe",
+            metrics=cfg.server.metrics_listen,
+            secrets=len(cfg.stripe.webhook_secrets),
+            mode=cfg.stripe.mode,
+            state=cfg.state.path,
+        )
+
+    async def _serve(self, app: web.Application, hostport: str) -> int:
+        host, port = parse_hostport(hostport)
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=self.config.server.shutdown_timeout_seconds
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        self._runners.append(runner)
+        self._sites.append(site)
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        return sockets[0].getsockname()[1] if sockets else port
+
+    async def _housekeep(self) -> None:
+        interval = self.config.state.flush_interval_seconds
+        next_prune = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            now = self.clock()
+            try:
+                self.ingestor.tick(now)
+                with self.metrics.state_flush_seconds.time():
+                    self.state.flush(now)
+                if now >= next_prune:
+                    next_prune = now + PRUNE_INTERVAL_SECONDS
+                    self.state.prune(now)
+                    self.state.prune_namespace(REFUNDS_NS, now - REFUNDS_RETENTION_SECONDS)
+                    self.metrics.state_seen_ids.set(self.state.seen_count())
+            except Exception:
+                logs.error("housekeeping failed")
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish, then flush and close the state."""
+        self._ready = False
+        for site in self._sites:
+            await site.stop()
+        for runner in self._runners:
+            await runner.cleanup()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            try:
+                await self._housekeeping
+            except asyncio.CancelledError:
+                pass
+        self.ingestor.tick(self.clock())
+        self.state.close()
+        logs.event(logging.INFO, "billingwatch stopped")
+
+
+async def serve_forever(config: Config) -> None:
+    service = Service(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    try:
+        await stop.wait()
+    finally:
+        await service.stop()

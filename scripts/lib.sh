@@ -1,0 +1,38 @@
+# Shared by scripts/run.sh and scripts/test.sh: install what the project needs, idempotently.
+
+need_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
+    echo "error: '$*' needs root (or sudo)" >&2; return 1; fi
+}
+
+ensure_debian_packages() {
+  local missing=()
+  command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v prometheus-alertmanager >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 \
+    || missing+=(prometheus-alertmanager)
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}" >&2
+    need_root apt-get update -qq
+    need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # Debian's packages start their own services where an init system runs them; ours are started by hand.
+}
+
+ensure_venv() {
+  local extra="${1:-}"
+  local stamp=".venv/.installed-${extra:-base}"
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+  fi
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    if [ -n "$extra" ]; then
+      .venv/bin/python -m pip install -q -e ".[$extra]"
+    else
+      .venv/bin/python -m pip install -q -e .
+    fi
+    touch "$stamp"
+  fi
+}
