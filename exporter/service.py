@@ -68,8 +68,10 @@ class Service:
 
     async def _serve(self, app: web.Application, hostport: str) -> int:
         host, port = parse_hostport(hostport)
+        # lingering_time: after refusing an oversized body, aiohttp drains what the client keeps sending for this
+        # long before closing; its 10 s default lets one slow client hold a connection (and shutdown) for 10 s.
         runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=self.config.server.shutdown_timeout_seconds
+            app, access_log=None, shutdown_timeout=self.config.server.shutdown_timeout_seconds, lingering_time=1.0
         )
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)
