@@ -1,0 +1,1 @@
+"""Ingest benchmark: `python -m bench.ingest` (see docs/benchmark.md)."""
