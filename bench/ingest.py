@@ -73,11 +73,12 @@ def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
         conn.close()
 
 
-def wait_http(port: int, path: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:
+def wait_http(port: int, path: str, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready")
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready:\n{tail}")
         try:
             if http_get(port, path, timeout=1.0)[0] == 200:
                 return
@@ -156,7 +157,7 @@ class Bench:
         cmd += ["--secret", self.secret]
         with running(cmd, self.env, self.workdir / "minimal.log") as proc:
             pin(proc.pid, self.server_cpu)
-            wait_http(port, "/healthz", proc, "minimal receiver")
+            wait_http(port, "/healthz", proc, "minimal receiver", self.workdir / "minimal.log")
             return self.phases(port, "received")
 
     def exporter(self) -> dict[str, Any]:
@@ -171,7 +172,7 @@ class Bench:
         cmd += ["--metrics-listen", f"{HOST}:{mport}", "--state", str(state), "--log-level", "warning"]
         with running(cmd, env, self.workdir / "exporter.log") as proc:
             pin(proc.pid, self.server_cpu)
-            wait_http(mport, "/readyz", proc, "billingwatch serve")
+            wait_http(mport, "/readyz", proc, "billingwatch serve", self.workdir / "exporter.log")
             rss_start = status_kb(proc.pid, "VmRSS")
             result = self.phases(port, '"accepted"')
             sent = result["saturation"]["sent"] + result["paced"]["sent"]
