@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from prometheus_client import CollectorRegistry
+
+from exporter.state import StateStore
+
+if TYPE_CHECKING:
+    from exporter.config import Config
+    from exporter.detectors.board import AnomalyBoard
 
 
 class Detector(Protocol):
@@ -14,3 +23,22 @@ class Detector(Protocol):
 
     def tick(self, now: float) -> None:
         """Called about once a second with the current (or, in backtests, virtual) time."""
+
+
+@dataclass
+class DetectorContext:
+    """What a detector's factory receives: `factory(context) -> Detector`.
+
+    - `board.raise_anomaly(...)` reports an anomaly (gauge, counter, log line, /api/v1/anomalies);
+    - `state` persists small JSON values per namespace (use your detector's name as the namespace): writes are
+      batched and flushed every second and on shutdown, so prefer put/delete over reads on the hot path;
+    - `options` is the detector's `options:` mapping from the config file (custom detectors only);
+    - `registry` is the exporter's Prometheus registry, for a detector's own metrics.
+    """
+
+    name: str
+    board: AnomalyBoard
+    state: StateStore
+    registry: CollectorRegistry
+    config: Config
+    options: dict[str, Any] = field(default_factory=dict)

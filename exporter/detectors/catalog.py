@@ -1,0 +1,66 @@
+"""The seven detectors BillingWatch ships, where each runs and the alert it raises.
+
+Alert names live here and only here on the detector side; exporter/rulegen must use the same ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+ALERT_NAMES: dict[str, str] = {
+    "charge_failure_spike": "BillingWatchChargeFailureSpike",
+    "fraud_spike": "BillingWatchFraudSpike",
+    "revenue_drop": "BillingWatchRevenueDrop",
+    "webhook_lag": "BillingWatchWebhookLag",
+    "duplicate_charge": "BillingWatchDuplicateCharge",
+    "negative_invoice": "BillingWatchNegativeInvoice",
+    "silent_lapse": "BillingWatchSilentLapse",
+}
+# Alert for anomalies of custom in-process detectors (billingwatch_anomaly with any other `detector` label).
+CUSTOM_ALERT_NAME = "BillingWatchAnomaly"
+
+IN_PROCESS = "in-process"
+RULE = "prometheus-rule"
+
+DESCRIPTIONS: dict[str, str] = {
+    "charge_failure_spike": "Share of failed charges over a recent window well above normal (PromQL rule).",
+    "fraud_spike": "Disputes and early fraud warnings against successful charges above a threshold (PromQL rule).",
+    "revenue_drop": "Captured revenue far below the same window a week earlier (PromQL rule).",
+    "webhook_lag": "Events arrive late or not at all (delivery delay, time since the last event) (PromQL rule).",
+    "duplicate_charge": "Two distinct successful charges of one payer, same amount and currency, close in time.",
+    "negative_invoice": "An invoice with a negative total, or a single refund or credit note above a threshold.",
+    "silent_lapse": "An active subscription whose renewal stays unpaid, or with no payment, past a grace period.",
+}
+
+# How to find a rule detector's settings in the `rules:` section without depending on its exact field names:
+# a nested section named after the detector, else the top-level keys mentioning one of these words.
+RULE_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "charge_failure_spike": ("charge_failure", "failure"),
+    "fraud_spike": ("fraud", "dispute"),
+    "revenue_drop": ("revenue",),
+    "webhook_lag": ("webhook", "lag", "delivery", "silence"),
+}
+
+
+def rule_settings(rules_config: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """({rule detector: its settings}, settings shared by all rules) read generically from the rules config."""
+    doc: dict[str, Any] = {}
+    if dataclasses.is_dataclass(rules_config) and not isinstance(rules_config, type):
+        doc = dataclasses.asdict(rules_config)
+    elif isinstance(rules_config, dict):
+        doc = dict(rules_config)
+    per: dict[str, dict[str, Any]] = {name: {} for name in RULE_KEYWORDS}
+    claimed: set[str] = set()
+    for name, words in RULE_KEYWORDS.items():
+        section = doc.get(name)
+        if isinstance(section, dict):
+            per[name] = section
+            claimed.add(name)
+            continue
+        for key, value in doc.items():
+            if key not in per and any(w in key for w in words):
+                per[name][key] = value
+                claimed.add(key)
+    shared = {k: v for k, v in doc.items() if k not in claimed}
+    return per, shared

@@ -1,0 +1,467 @@
+"""The subscription ledger and the silent_lapse detector.
+
+The ledger holds one record per subscription, built from `customer.subscription.*` snapshots (status, customer,
+monthly value, period, trial, collection settings) and from invoice and charge events (last successful payment,
+the period paid through, an open renewal invoice). Snapshots only move forward: one whose event `created` is
+older than the record's is ignored (ties: the later-arriving one wins), so out-of-order deliveries never roll
+state back. Payments are merged as maxima, so their order does not matter either.
+
+silent_lapse (evaluated in tick(), on the exporter's or a backtest's clock) reports an `active` subscription
+- `unpaid_renewal`: whose renewal invoice (billing_reason subscription_cycle, amount due > 0) is still open
+  `grace_seconds` after it was finalised (charge_automatically) or after its due date (send_invoice);
+- `no_payment`: with no successful payment `grace_seconds` (plus `days_until_due` for send_invoice) after the
+  latest renewal we can vouch for. That boundary comes from the period Stripe sends: the current period's start
+  if it began while we were watching, else the current period's end. A subscription that existed before
+  BillingWatch is therefore never accused for a payment made before we started.
+It never reports: trials, paused collection, status other than active (past_due and unpaid are already loud in
+Stripe and in stripe_subscriptions{status}), subscriptions set to end at the boundary, free or metered-only plans
+(no fixed monthly value; their invoices are still checked by unpaid_renewal), nor anything before the endpoint has
+delivered at least one invoice.paid/payment_succeeded (an endpoint not subscribed to invoice events would
+otherwise make every subscription look unpaid).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge
+
+from exporter.detectors.board import AnomalyBoard
+from exporter.detectors.config import SUBSCRIPTION_STATUSES, SubscriptionsConfig
+from exporter.detectors.subscription_shapes import invoice_paid_through, read_subscription
+from exporter.labels import LabelCap
+from exporter.money import to_major
+from exporter.state import StateStore
+from exporter.stripe_shapes import get_int, get_str, invoice_subscription_id
+
+NS = "subscriptions"
+META_NS = "subscriptions_meta"
+# Payments and period starts within this much of a boundary count as belonging to it (clock skew, invoices
+# finalised about an hour after the period starts).
+SLACK_SECONDS = 3600
+# Invoice events may arrive before the first subscription event; their facts wait here (bounded).
+MAX_ORPHANS = 10_000
+ENDED_STATUSES = frozenset(("canceled", "incomplete_expired"))
+PAID_TYPES = frozenset(("invoice.paid", "invoice.payment_succeeded"))
+SETTLED_TYPES = frozenset(("invoice.voided", "invoice.marked_uncollectible", "invoice.deleted"))
+RENEWAL_REASONS = frozenset(("subscription_cycle",))
+KEEP_SETTLED = 4
+NEG_INF = -(2**62)
+
+
+class Sub:
+    """One ledger record. Times are unix seconds; money in minor units of `currency`."""
+
+    __slots__ = (
+        "alerted",
+        "cancel_at",
+        "cancel_at_period_end",
+        "currency",
+        "customer",
+        "first_seen",
+        "interval_s",
+        "lapsed",
+        "last_payment",
+        "monthly",
+        "open_amount",
+        "open_invoice",
+        "open_since",
+        "paid_through",
+        "paused",
+        "period_end",
+        "period_start",
+        "send_invoice_days",
+        "settled",
+        "snap_created",
+        "status",
+        "trial_end",
+    )
+    FIELDS = __slots__
+
+    def __init__(self) -> None:
+        self.alerted: str | None = None
+        self.cancel_at: int | None = None
+        self.cancel_at_period_end = False
+        self.currency: str | None = None
+        self.customer: str | None = None
+        self.first_seen = 2**62
+        self.interval_s = 0
+        self.lapsed: str | None = None
+        self.last_payment = NEG_INF
+        self.monthly = 0.0
+        self.open_amount = 0
+        self.open_invoice: str | None = None
+        self.open_since = 0
+        self.paid_through = NEG_INF
+        self.paused = False
+        self.period_end: int | None = None
+        self.period_start: int | None = None
+        self.send_invoice_days = -1
+        self.settled: list[str] = []
+        self.snap_created = NEG_INF
+        self.status: str | None = None
+        self.trial_end: int | None = None
+
+    def dump(self) -> list[Any]:
+        return [getattr(self, f) for f in self.FIELDS]
+
+    @classmethod
+    def load(cls, values: list[Any]) -> Sub:
+        sub = cls()
+        for name, value in zip(cls.FIELDS, values, strict=False):
+            setattr(sub, name, value)
+        return sub
+
+    def view(self, sub_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": sub_id}
+        for name in self.FIELDS:
+            value = getattr(self, name)
+            out[name] = None if value in (NEG_INF, 2**62) else value
+        return out
+
+
+class SubscriptionLedger:
+    name = "silent_lapse"
+
+    def __init__(
+        self,
+        board: AnomalyBoard,
+        state: StateStore,
+        registry: CollectorRegistry,
+        config: SubscriptionsConfig,
+        *,
+        max_label_values: int = 300,
+    ):
+        self.board = board
+        self.state = state
+        self.severity = config.severity
+        self.grace = config.grace_seconds
+        self.sweep_interval = config.sweep_interval_seconds
+        self.mrr_statuses = frozenset(config.mrr_statuses)
+        self.ended_retention = config.ended_retention_seconds
+        self.subs: dict[str, Sub] = {}
+        self._orphans: OrderedDict[str, Sub] = OrderedDict()
+        self._open_invoices: dict[str, str] = {}  # open renewal invoice id -> subscription id (pre-basil charges)
+        self._next_sweep = float("-inf")
+        self.payments_seen = False
+        self.lapsed_count = 0
+        self._cap_currency = LabelCap(max_label_values)
+        self.g_subs = Gauge(
+            "stripe_subscriptions", "Subscriptions in the ledger, by Stripe status.", ["status"], registry=registry
+        )
+        self.g_mrr = Gauge(
+            "stripe_mrr",
+            "Monthly recurring revenue (list prices, normalised to a month) of subscriptions whose status is in "
+            "detectors.subscriptions.mrr_statuses, in major units.",
+            ["currency"],
+            registry=registry,
+        )
+        self.g_lapsed = Gauge(
+            "stripe_subscriptions_lapsed",
+            "Active subscriptions currently silently lapsed (unpaid renewal or no payment past the grace period).",
+            registry=registry,
+        )
+        for status in SUBSCRIPTION_STATUSES:
+            self.g_subs.labels(status)
+        self._status_counts: dict[str, int] = {}
+        self._mrr_minor: dict[str, float] = {}
+        board.precreate(self.name)
+        self._restore()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "grace_seconds": self.grace,
+            "sweep_interval_seconds": self.sweep_interval,
+            "mrr_statuses": sorted(self.mrr_statuses),
+            "ended_retention_seconds": self.ended_retention,
+            "severity": self.severity,
+            "reasons": ["unpaid_renewal", "no_payment"],
+            "subscriptions": len(self.subs),
+            "lapsed": self.lapsed_count,
+        }
+
+    # -- events ----------------------------------------------------------------------------------------------
+
+    def on_event(self, event: dict[str, Any], received: float) -> None:
+        event_type: str = event["type"]
+        if event_type.startswith("customer.subscription."):
+            self._subscription(event, event_type)
+        elif event_type.startswith("invoice."):
+            self._invoice(event, event_type)
+        elif event_type == "charge.succeeded" and self._open_invoices:
+            invoice_id = get_str(event["data"]["object"], "invoice")
+            sub_id = self._open_invoices.get(invoice_id) if invoice_id else None
+            if sub_id is not None:
+                rec = self.subs.get(sub_id)
+                if rec is not None:
+                    paid_at = get_int(event["data"]["object"], "created") or get_int(event, "created") or 0
+                    self._settle(rec, invoice_id, paid_at=paid_at)
+                    self._save(sub_id, rec)
+
+    def _subscription(self, event: dict[str, Any], event_type: str) -> None:
+        obj = event["data"]["object"]
+        sub_id = get_str(obj, "id")
+        created = get_int(event, "created")
+        if sub_id is None or created is None:
+            return
+        rec = self.subs.get(sub_id)
+        if rec is None:
+            rec = self._orphans.pop(sub_id, None) or Sub()
+            self.subs[sub_id] = rec
+        else:
+            self._uncount(rec)
+        rec.first_seen = min(rec.first_seen, created)
+        if created >= rec.snap_created:
+            view = read_subscription(obj)
+            status = view.status or ("canceled" if event_type == "customer.subscription.deleted" else None)
+            rec.snap_created = created
+            rec.status = status or rec.status
+            rec.customer = view.customer or rec.customer
+            rec.currency = view.currency or rec.currency
+            rec.monthly = view.monthly_minor
+            rec.interval_s = view.interval_seconds or rec.interval_s
+            rec.period_start = view.period_start
+            rec.period_end = view.period_end
+            rec.trial_end = view.trial_end
+            rec.cancel_at = view.cancel_at
+            rec.cancel_at_period_end = view.cancel_at_period_end
+            rec.send_invoice_days = view.send_invoice_days
+            rec.paused = view.collection_paused
+        self._count(rec)
+        self._save(sub_id, rec)
+
+    def _invoice(self, event: dict[str, Any], event_type: str) -> None:
+        invoice = event["data"]["object"]
+        sub_id = invoice_subscription_id(invoice)
+        invoice_id = get_str(invoice, "id")
+        if sub_id is None or invoice_id is None:
+            return
+        rec = self.subs.get(sub_id)
+        orphan = rec is None
+        if rec is None:
+            rec = self._orphans.get(sub_id)
+            if rec is None:
+                rec = Sub()
+                self._orphans[sub_id] = rec
+                if len(self._orphans) > MAX_ORPHANS:
+                    self._orphans.popitem(last=False)
+        status = invoice.get("status")
+        if event_type in PAID_TYPES or status == "paid":
+            if not self.payments_seen and event_type in PAID_TYPES:
+                self.payments_seen = True
+                self.state.put(META_NS, "payments_seen", True)
+            paid_at = get_int(invoice, "status_transitions", "paid_at") or get_int(event, "created") or 0
+            self._settle(rec, invoice_id, paid_at=paid_at)
+            through = invoice_paid_through(invoice)
+            if through is not None and through > rec.paid_through:
+                rec.paid_through = through
+        elif event_type in SETTLED_TYPES or status in ("void", "uncollectible"):
+            self._settle(rec, invoice_id)
+        elif (
+            status == "open"
+            and invoice.get("billing_reason") in RENEWAL_REASONS
+            and (get_int(invoice, "amount_remaining") or get_int(invoice, "amount_due") or 0) > 0
+            and rec.open_invoice is None
+            and invoice_id not in rec.settled
+        ):
+            rec.open_invoice = invoice_id
+            rec.open_amount = get_int(invoice, "amount_remaining") or get_int(invoice, "amount_due") or 0
+            due = get_int(invoice, "due_date")
+            started = get_int(invoice, "status_transitions", "finalized_at") or get_int(invoice, "created") or 0
+            rec.open_since = max(due or 0, started)
+            if not orphan:
+                self._open_invoices[invoice_id] = sub_id
+        else:
+            return
+        if not orphan:
+            self._save(sub_id, rec)
+
+    def _settle(self, rec: Sub, invoice_id: str, *, paid_at: int | None = None) -> None:
+        if paid_at is not None and paid_at > rec.last_payment:
+            rec.last_payment = paid_at
+        if invoice_id not in rec.settled:
+            rec.settled = [*rec.settled[-(KEEP_SETTLED - 1) :], invoice_id]
+        if rec.open_invoice == invoice_id:
+            self._open_invoices.pop(invoice_id, None)
+            rec.open_invoice = None
+            rec.open_amount = 0
+            rec.open_since = 0
+
+    def _save(self, sub_id: str, rec: Sub) -> None:
+        self.state.put(NS, sub_id, rec.dump())
+
+    # -- gauges ----------------------------------------------------------------------------------------------
+
+    def _status_label(self, rec: Sub) -> str | None:
+        if rec.status is None:
+            return None
+        return rec.status if rec.status in SUBSCRIPTION_STATUSES else "other"
+
+    def _count(self, rec: Sub, sign: int = 1) -> None:
+        label = self._status_label(rec)
+        if label is None:
+            return
+        n = self._status_counts.get(label, 0) + sign
+        self._status_counts[label] = n
+        self.g_subs.labels(label).set(n)
+        if rec.status in self.mrr_statuses and rec.currency and rec.monthly > 0:
+            currency = self._cap_currency(rec.currency)
+            if currency == "other":
+                return
+            value = self._mrr_minor.get(rec.currency, 0.0) + sign * rec.monthly
+            self._mrr_minor[rec.currency] = value
+            self.g_mrr.labels(currency).set(to_major(round(value), rec.currency))
+
+    def _uncount(self, rec: Sub) -> None:
+        self._count(rec, -1)
+
+    def _recount(self) -> None:
+        """Recompute the gauges from scratch (removes float drift of the incremental updates)."""
+        old_statuses = set(self._status_counts) | set(SUBSCRIPTION_STATUSES)
+        old_currencies = set(self._mrr_minor)
+        counts: dict[str, int] = {}
+        mrr: dict[str, float] = {}
+        statuses = self.mrr_statuses
+        for rec in self.subs.values():
+            label = self._status_label(rec)
+            if label is None:
+                continue
+            counts[label] = counts.get(label, 0) + 1
+            if rec.status in statuses and rec.currency and rec.monthly > 0:
+                mrr[rec.currency] = mrr.get(rec.currency, 0.0) + rec.monthly
+        self._status_counts = counts
+        self._mrr_minor = mrr
+        for label, n in counts.items():
+            self.g_subs.labels(label).set(n)
+        for currency, value in mrr.items():
+            label = self._cap_currency(currency)
+            if label != "other":
+                self.g_mrr.labels(label).set(to_major(round(value), currency))
+        # Series that no subscription feeds any more go to 0 (a currency's MRR stays visible as 0).
+        for status in old_statuses - set(self._status_counts):
+            self.g_subs.labels(status).set(0)
+        for currency in old_currencies - set(self._mrr_minor):
+            label = self._cap_currency(currency)
+            if label != "other":
+                self.g_mrr.labels(label).set(0)
+
+    # -- silent lapse ----------------------------------------------------------------------------------------
+
+    def lapse_reason(self, rec: Sub, now: float) -> tuple[str, str] | None:
+        """(reason, key) when `rec` is silently lapsed at `now`; the key names the renewal it is about."""
+        if rec.status != "active" or rec.paused:
+            return None
+        if rec.trial_end is not None and rec.trial_end > now:
+            return None
+        if rec.open_invoice is not None and now > rec.open_since + self.grace:
+            return "unpaid_renewal", f"unpaid_renewal:{rec.open_invoice}"
+        if not self.payments_seen or rec.monthly <= 0:
+            return None
+        boundary = self.boundary(rec)
+        if boundary is None:
+            return None
+        if rec.cancel_at is not None and rec.cancel_at <= boundary + SLACK_SECONDS:
+            return None
+        if rec.cancel_at_period_end and rec.period_end is not None and boundary >= rec.period_end - SLACK_SECONDS:
+            return None
+        allowance = rec.send_invoice_days * 86400 if rec.send_invoice_days >= 0 else 0
+        if now <= boundary + allowance + self.grace:
+            return None
+        if rec.last_payment >= boundary - SLACK_SECONDS or rec.paid_through > boundary + SLACK_SECONDS:
+            return None
+        return "no_payment", f"no_payment:{boundary}"
+
+    def boundary(self, rec: Sub) -> int | None:
+        """The latest renewal a payment must exist for, judged only from what we could have seen."""
+        if rec.period_start is not None and rec.period_start >= rec.first_seen - SLACK_SECONDS:
+            return rec.period_start
+        if rec.period_end is not None:
+            return rec.period_end
+        if rec.interval_s <= 0:
+            return None
+        # No period in the payload at all: one billing interval after the last payment (or our first sight).
+        base = rec.last_payment if rec.last_payment > NEG_INF else rec.first_seen
+        return base + rec.interval_s
+
+    def sweep(self, now: float) -> None:
+        lapsed = 0
+        ended_before = now - self.ended_retention
+        forget = []
+        for sub_id, rec in self.subs.items():
+            if rec.status in ENDED_STATUSES and rec.snap_created < ended_before:
+                forget.append(sub_id)
+                continue
+            found = self.lapse_reason(rec, now)
+            reason = found[0] if found else None
+            if reason is not None:
+                lapsed += 1
+            if reason != rec.lapsed:
+                rec.lapsed = reason
+                self._save(sub_id, rec)
+            if found is not None and rec.alerted != found[1]:
+                rec.alerted = found[1]
+                self._save(sub_id, rec)
+                self._report(sub_id, rec, found[0], now)
+        for sub_id in forget:
+            rec = self.subs.pop(sub_id)
+            self._uncount(rec)
+            self.state.delete(NS, sub_id)
+        self.lapsed_count = lapsed
+        self.g_lapsed.set(lapsed)
+        self._recount()
+
+    def _report(self, sub_id: str, rec: Sub, reason: str, now: float) -> None:
+        amount = None
+        if reason == "unpaid_renewal" and rec.currency:
+            amount = to_major(rec.open_amount, rec.currency)
+        elif rec.currency:
+            amount = to_major(round(rec.monthly), rec.currency)
+        what = (
+            f"renewal invoice {rec.open_invoice} unpaid since {rec.open_since}"
+            if reason == "unpaid_renewal"
+            else f"no successful payment for the renewal at {self.boundary(rec)}"
+        )
+        self.board.raise_anomaly(
+            self.name,
+            reason,
+            at=now,
+            severity=self.severity,
+            customer=rec.customer,
+            subscription=sub_id,
+            invoice=rec.open_invoice if reason == "unpaid_renewal" else None,
+            currency=rec.currency,
+            amount=amount,
+            summary=f"active subscription {sub_id}: {what}",
+            details={
+                "subscription": sub_id,
+                "invoice": rec.open_invoice,
+                "period_start": rec.period_start,
+                "period_end": rec.period_end,
+                "last_payment": rec.last_payment if rec.last_payment > NEG_INF else None,
+                "paid_through": rec.paid_through if rec.paid_through > NEG_INF else None,
+                "grace_seconds": self.grace,
+                "collection": "send_invoice" if rec.send_invoice_days >= 0 else "charge_automatically",
+            },
+        )
+
+    def tick(self, now: float) -> None:
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.sweep_interval
+            self.sweep(now)
+
+    # -- restart ---------------------------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        self.payments_seen = bool(self.state.get(META_NS, "payments_seen"))
+        for sub_id, values in self.state.items(NS):
+            if not isinstance(values, list):
+                continue
+            rec = Sub.load(values)
+            self.subs[sub_id] = rec
+            if rec.open_invoice:
+                self._open_invoices[rec.open_invoice] = sub_id
+            if rec.lapsed:
+                self.lapsed_count += 1
+        self.g_lapsed.set(self.lapsed_count)
+        self._recount()
