@@ -280,7 +280,8 @@ def build_config(user_doc: Mapping[str, Any] | None = None, *, where: str = "") 
     if errors:
         raise ConfigError([f"{where}{e}" for e in errors])
     cfg = _build(Config, merge(defaults, user_doc), "", errors)
-    if cfg is not None:
+    # Value checks only make sense once every section has the right shape.
+    if cfg is not None and not errors:
         _validate(cfg, errors)
     if errors:
         raise ConfigError([f"{where}{e}" for e in errors])
