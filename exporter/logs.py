@@ -49,8 +49,12 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     log.handlers[:] = [handler]
     log.setLevel(level.upper())
     log.propagate = False
-    # aiohttp's access log would print every request line; we log requests ourselves, at debug only.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiohttp's own records (e.g. a malformed HTTP request) go through the same one-line formatter, which keeps
+    # the exception type and drops its message; its access log would print every request, so it stays quiet.
+    aiohttp_log = logging.getLogger("aiohttp")
+    aiohttp_log.handlers[:] = [handler]
+    aiohttp_log.setLevel(logging.WARNING)
+    aiohttp_log.propagate = False
 
 
 def event(level: int, msg: str, **fields: Any) -> None:
