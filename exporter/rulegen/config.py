@@ -1,10 +1,157 @@
-"""Typed view of the `rules:` section of the config (defaults live in exporter/defaults.yml)."""
+"""Typed view of the `rules:` section of the config (defaults and the reason for each live in exporter/defaults.yml).
+
+`for_duration` is an alert's Prometheus `for:` (a Python keyword cannot be a field name). Durations are
+Prometheus duration strings ("30s", "5m", "1h", "7d"); ratios are fractions (0.15 is 15 %).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+
+from exporter.rulegen.durations import parse_duration
+
+
+@dataclass(frozen=True)
+class GroupIntervals:
+    anomalies: str
+    payments: str
+    revenue: str
+    webhooks: str
+    exporter: str
+
+
+@dataclass(frozen=True)
+class AnomalyRules:
+    for_duration: str
+
+
+@dataclass(frozen=True)
+class ChargeFailureRules:
+    window: str
+    max_failure_ratio: float
+    min_attempts: int
+    for_duration: str
+
+
+@dataclass(frozen=True)
+class FraudRules:
+    window: str
+    max_dispute_ratio: float
+    min_charges: int
+    critical_disputes: int
+    max_early_fraud_warning_ratio: float
+    low_volume_early_fraud_warnings: int
+    for_duration: str
+
+
+@dataclass(frozen=True)
+class MonthlyDisputeRules:
+    window: str
+    warning_ratio: float
+    min_charges: int
+    for_duration: str
+
+
+@dataclass(frozen=True)
+class RefundRules:
+    window: str
+    max_refund_ratio: float
+    min_charges: int
+    for_duration: str
+
+
+@dataclass(frozen=True)
+class RevenueDropRules:
+    window: str
+    baseline_windows: int
+    warning_drop_ratio: float
+    critical_drop_ratio: float
+    min_baseline_charges: int
+    min_up_ratio: float
+    for_duration: str
+
+
+@dataclass(frozen=True)
+class WebhookLagRules:
+    window: str
+    quantile: float
+    warning_seconds: int
+    critical_seconds: int
+    min_events: int
+    for_duration: str
+
+
+@dataclass(frozen=True)
+class ExporterRules:
+    down_for: str
+    silence: str
+    silence_min_usual_events: int
+    signature_failures_window: str
+    signature_failures_min: int
+    signature_failures_critical_ratio: float
+    errors_window: str
 
 
 @dataclass(frozen=True)
 class RulesConfig:
-    pass
+    runbook_base_url: str
+    job: str
+    intervals: GroupIntervals
+    anomalies: AnomalyRules
+    charge_failure_spike: ChargeFailureRules
+    fraud_spike: FraudRules
+    dispute_monthly: MonthlyDisputeRules
+    refunds: RefundRules
+    revenue_drop: RevenueDropRules
+    webhook_lag: WebhookLagRules
+    exporter: ExporterRules
+
+    def validate(self) -> list[str]:
+        errors: list[str] = []
+        _check_tree(self, "rules", errors)
+        if not self.job or '"' in self.job or "\\" in self.job:
+            errors.append("rules.job: must be a non-empty job name without quotes or backslashes")
+        if not self.runbook_base_url.startswith(("http://", "https://")):
+            errors.append("rules.runbook_base_url: must be an http(s) URL")
+        rd = self.revenue_drop
+        if rd.warning_drop_ratio >= rd.critical_drop_ratio:
+            errors.append("rules.revenue_drop: warning_drop_ratio must be below critical_drop_ratio")
+        if rd.baseline_windows < 1:
+            errors.append("rules.revenue_drop.baseline_windows: must be at least 1")
+        wl = self.webhook_lag
+        if wl.warning_seconds >= wl.critical_seconds:
+            errors.append("rules.webhook_lag: warning_seconds must be below critical_seconds")
+        if not 0 < wl.quantile < 1:
+            errors.append("rules.webhook_lag.quantile: must be between 0 and 1")
+        for section, name in (("dispute_monthly", "window"),):
+            try:
+                if parse_duration(getattr(self, section).window) < parse_duration(self.fraud_spike.window):
+                    errors.append(f"rules.{section}.{name}: must not be shorter than rules.fraud_spike.window")
+            except ValueError:
+                pass  # already reported by _check_tree
+        return errors
+
+
+# Field-name conventions checked for every section: durations parse and are positive (`for_duration` may be 0s),
+# ratios lie in (0, 1], counts are not negative.
+def _check_tree(obj: object, where: str, errors: list[str]) -> None:
+    for field in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, field.name)
+        loc = f"{where}.{field.name}"
+        if dataclasses.is_dataclass(value):
+            _check_tree(value, loc, errors)
+        elif field.name in ("runbook_base_url", "job"):
+            continue
+        elif isinstance(value, str):
+            try:
+                seconds = parse_duration(value)
+            except ValueError as exc:
+                errors.append(f"{loc}: {exc}")
+                continue
+            if seconds <= 0 and field.name != "for_duration":
+                errors.append(f"{loc}: must be longer than 0s")
+        elif isinstance(value, float) and ("ratio" in field.name) and not 0 < value <= 1:
+            errors.append(f"{loc}: must be a fraction above 0 and at most 1 (0.15 is 15 %)")
+        elif isinstance(value, int) and value < 0:
+            errors.append(f"{loc}: must not be negative")

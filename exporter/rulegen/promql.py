@@ -1,0 +1,89 @@
+"""Small PromQL builders shared by the rule groups: selectors, counter increases, rule dictionaries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exporter.money import THREE_DECIMAL, ZERO_DECIMAL
+from exporter.rulegen.config import RulesConfig
+from exporter.rulegen.durations import format_duration, parse_duration
+
+
+def sel(cfg: RulesConfig, metric: str, *matchers: str) -> str:
+    """`metric{job="...",matchers...}`: every selector is limited to the exporter's scrape job."""
+    inner = ",".join((f'job="{cfg.job}"', *matchers))
+    return f"{metric}{{{inner}}}"
+
+
+def counter_increase(selector: str, window: str, by: str, offset: str = "") -> str:
+    """Increase of a counter over `window` (ending `offset` ago), summed by `by`, that also counts series born
+    inside the window.
+
+    The exporter creates a labelled series (a dispute reason, a failure code, a new currency) at its first
+    increment, so the series' first sample is already 1 and plain increase() never sees that first event. Series
+    that had a sample at the window's start take increase() (which handles counter resets); series born inside
+    the window count with their whole value.
+    """
+    at = f" offset {offset}" if offset else ""
+    start = format_duration(parse_duration(window) + (parse_duration(offset) if offset else 0))
+    return (
+        f"sum by ({by}) (\n"
+        f"    (increase({selector}[{window}]{at}) and {selector} offset {start})\n"
+        f"  or\n"
+        f"    ({selector}{at} unless {selector} offset {start})\n"
+        f")"
+    )
+
+
+def record(name: str, expr: str) -> dict[str, Any]:
+    return {"record": name, "expr": expr}
+
+
+def alert(
+    cfg: RulesConfig,
+    name: str,
+    expr: str,
+    *,
+    for_duration: str,
+    labels: dict[str, str],
+    summary: str,
+    description: str,
+) -> dict[str, Any]:
+    rule: dict[str, Any] = {"alert": name, "expr": expr}
+    if parse_duration(for_duration) > 0:
+        rule["for"] = for_duration
+    rule["labels"] = labels
+    rule["annotations"] = {
+        "summary": summary,
+        "description": description,
+        "runbook_url": f"{cfg.runbook_base_url}#{name.lower()}",
+    }
+    return rule
+
+
+def percent(ratio: float) -> str:
+    """0.15 -> '15%', 0.0075 -> '0.75%' (for annotations, which state each threshold)."""
+    text = f"{ratio * 100:.4f}".rstrip("0").rstrip(".")
+    return f"{text}%"
+
+
+def query_value(expr_format: str, args: str, number_format: str = "%.0f", *, money: bool = False) -> str:
+    """A Go-template fragment printing the first value of a query built with printf, or "?" when it is empty.
+
+    `expr_format` is a printf format (use %q for label values: Go quoting is a valid PromQL string), `args` the
+    template arguments, `number_format` a printf verb for the value; `money=True` formats it in the minor units
+    of $labels.currency instead.
+    """
+    shown = money_format(". | first | value") if money else f'{{{{ . | first | value | printf "{number_format}" }}}}'
+    return f"{{{{ with printf `{expr_format}` {args} | query }}}}{shown}{{{{ else }}}}?{{{{ end }}}}"
+
+
+def money_format(pipeline: str) -> str:
+    """A Go-template fragment printing an amount with as many decimals as $labels.currency has minor units."""
+    zero = " ".join(f'"{c}"' for c in sorted(ZERO_DECIMAL))
+    three = " ".join(f'"{c}"' for c in sorted(THREE_DECIMAL))
+    return (
+        f'{{{{ if eq $labels.currency {zero} }}}}{{{{ {pipeline} | printf "%.0f" }}}}'
+        f'{{{{ else if eq $labels.currency {three} }}}}{{{{ {pipeline} | printf "%.3f" }}}}'
+        f'{{{{ else }}}}{{{{ {pipeline} | printf "%.2f" }}}}{{{{ end }}}}'
+    )
