@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from scripts.stack_config import derive_alertmanager, derive_prometheus
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BILLINGWATCH = REPO / ".venv" / "bin" / "billingwatch"
 T = TypeVar("T")
@@ -141,95 +143,24 @@ FAST_PROMETHEUS_SECONDS = "1s"
 FAST_ALERTMANAGER = {"group_wait": "1s", "group_interval": "1s"}
 
 
-def derive_prometheus(
-    shipped: dict[str, Any], *, exporter: str, alertmanager: str, rule_files: list[str], fast: bool
-) -> dict[str, Any]:
-    """prometheus.yml with the exporter target, the Alertmanager target and the rule file paths replaced."""
-    cfg = json.loads(json.dumps(shipped))
-    cfg["rule_files"] = rule_files
+def fast_prometheus(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Test-only: scrape and evaluate every second (the rule groups' own intervals are shortened separately)."""
+    glob = cfg.setdefault("global", {})
+    glob["scrape_interval"] = FAST_PROMETHEUS_SECONDS
+    glob["evaluation_interval"] = FAST_PROMETHEUS_SECONDS
     for job in cfg.get("scrape_configs", []):
-        for sc in job.get("static_configs", []):
-            sc["targets"] = [exporter if _is_exporter_target(t) else t for t in sc.get("targets", [])]
-    for am in cfg.get("alerting", {}).get("alertmanagers", []):
-        for sc in am.get("static_configs", []):
-            sc["targets"] = [alertmanager for _ in sc.get("targets", [])]
-    if fast:
-        glob = cfg.setdefault("global", {})
-        glob["scrape_interval"] = FAST_PROMETHEUS_SECONDS
-        glob["evaluation_interval"] = FAST_PROMETHEUS_SECONDS
-        for job in cfg.get("scrape_configs", []):
-            for key in ("scrape_interval", "scrape_timeout"):
-                job.pop(key, None)
+        for key in ("scrape_interval", "scrape_timeout"):
+            job.pop(key, None)
     return cfg
 
 
-def _is_exporter_target(target: str) -> bool:
-    return target.rsplit(":", 1)[-1] == "9847"
-
-
-def prometheus_address_paths(cfg: dict[str, Any]) -> set[str]:
-    """Dotted paths of the keys derive_prometheus replaces (used by the tests that compare configs)."""
-    paths = {"rule_files"}
-    for i, job in enumerate(cfg.get("scrape_configs", [])):
-        for j, _ in enumerate(job.get("static_configs", [])):
-            paths.add(f"scrape_configs[{i}].static_configs[{j}].targets")
-    for i, am in enumerate(cfg.get("alerting", {}).get("alertmanagers", [])):
-        for j, _ in enumerate(am.get("static_configs", [])):
-            paths.add(f"alerting.alertmanagers[{i}].static_configs[{j}].targets")
-    return paths
-
-
-def derive_alertmanager(shipped: dict[str, Any], *, smtp: str, webhook_base: str, fast: bool) -> dict[str, Any]:
-    """alertmanager.yml with the SMTP smarthost and the webhook URLs' scheme://host:port replaced."""
-    cfg = json.loads(json.dumps(shipped))
-    glob = cfg.get("global") or {}
-    if "smtp_smarthost" in glob:
-        glob["smtp_smarthost"] = smtp
-    for receiver in cfg.get("receivers", []):
-        for email in receiver.get("email_configs", []) or []:
-            if "smarthost" in email:
-                email["smarthost"] = smtp
-        for hook in receiver.get("webhook_configs", []) or []:
-            if "url" in hook:
-                hook["url"] = replace_origin(hook["url"], webhook_base)
-    if fast:
-        _shorten_route(cfg.get("route", {}))
-    return cfg
-
-
-def _shorten_route(route: dict[str, Any], root: bool = True) -> None:
-    # The root route always gets the short values (children inherit them); a child only where it sets its own.
+def fast_alertmanager(route: dict[str, Any], root: bool = True) -> None:
+    """Test-only: group_wait/group_interval of 1 s on the root route and on each child route that sets its own."""
     for key, value in FAST_ALERTMANAGER.items():
         if root or key in route:
             route[key] = value
     for child in route.get("routes", []) or []:
-        _shorten_route(child, root=False)
-
-
-def replace_origin(url: str, base: str) -> str:
-    """http://127.0.0.1:5001/alerts with base http://127.0.0.1:40000 -> http://127.0.0.1:40000/alerts."""
-    old = urllib.parse.urlsplit(url)
-    new = urllib.parse.urlsplit(base)
-    return urllib.parse.urlunsplit((new.scheme, new.netloc, old.path, old.query, old.fragment))
-
-
-def differing_paths(a: Any, b: Any, where: str = "") -> set[str]:
-    """Dotted paths at which two YAML documents differ (lists compared item by item)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: set[str] = set()
-        for key in set(a) | set(b):
-            sub = f"{where}.{key}" if where else str(key)
-            if key not in a or key not in b:
-                out.add(sub)
-            else:
-                out |= differing_paths(a[key], b[key], sub)
-        return out
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and not all(isinstance(x, str) for x in a + b):
-        out = set()
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            out |= differing_paths(x, y, f"{where}[{i}]")
-        return out
-    return set() if a == b else {where}
+        fast_alertmanager(child, root=False)
 
 
 def write_yaml(path: Path, doc: dict[str, Any], header: list[str]) -> Path:
@@ -285,8 +216,9 @@ class Stack:
             exporter=f"127.0.0.1:{self.metrics_port}",
             alertmanager=f"127.0.0.1:{self.alertmanager_port}",
             rule_files=rule_files,
-            fast=fast,
         )
+        if fast:
+            prom_cfg = fast_prometheus(prom_cfg)
         header = ["Derived from the repository's prometheus.yml by tests/e2e/e2e_stack.py: addresses and rule paths"]
         if fast:
             header.append(
@@ -297,9 +229,10 @@ class Stack:
         am_cfg = derive_alertmanager(
             yaml.safe_load((alertmanager_yml or REPO / "alertmanager.yml").read_text()),
             smtp=f"127.0.0.1:{smtp_port}",
-            webhook_base=webhook_base,
-            fast=fast,
+            webhook_origin=webhook_base,
         )
+        if fast:
+            fast_alertmanager(am_cfg.setdefault("route", {}))
         header = [
             "Derived from the repository's alertmanager.yml by tests/e2e/e2e_stack.py: the SMTP smarthost and",
             "the webhook URLs' host:port changed.",
