@@ -146,6 +146,8 @@ class DuplicateChargeDetector:
                     del index[h]
         if now >= self._next_persist_prune:
             self._next_persist_prune = now + PERSIST_PRUNE_INTERVAL
+            # Flush on our clock first: prune_namespace compares flush times, which must share the tick's clock.
+            self.state.flush(now)
             self.state.prune_namespace(NS, self._cutoff)
 
     @property

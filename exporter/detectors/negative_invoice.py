@@ -215,4 +215,6 @@ class NegativeInvoiceDetector:
     def tick(self, now: float) -> None:
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_INTERVAL
+            # Flush on our clock first: prune_namespace compares flush times, which must share the tick's clock.
+            self.state.flush(now)
             self.state.prune_namespace(NS, now - RETENTION_SECONDS)
