@@ -1,0 +1,1 @@
+"""Working with event history: generate, fetch, replay and backtest Stripe events."""

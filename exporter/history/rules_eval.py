@@ -1,0 +1,285 @@
+"""Evaluating Prometheus rule files over a backfilled history.
+
+PromQL is only ever evaluated by Prometheus (query_range on the backtest's private server). This module does the
+bookkeeping around it that the rule manager does in a live Prometheus:
+
+- recording rules are evaluated in dependency order (a rule reading another rule's output waits for it), their
+  results are backfilled as series named by `record` with the rule's labels, and Prometheus is restarted to see them;
+- alerting rules become alert intervals: a series present at consecutive evaluations is pending from the first one,
+  firing once it has been present for `for:` and resolved at the first evaluation where it is absent (or, with
+  `keep_firing_for:`, once it has been absent that long). Like Prometheus, `starts_at` is the time the alert started
+  firing and `ends_at` the evaluation that resolved it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter.history.prom import PrometheusProcess
+
+DEFAULT_LOOKBACK = 300.0
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|y|w|d|h|m|s)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_TEMPLATE_LABEL = re.compile(r"\{\{\s*\$labels\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def parse_duration(value: Any, default: float = 0.0) -> float:
+    if value is None or value == "":
+        return default
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a Prometheus duration: {value!r}")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+@dataclass
+class Rule:
+    group: str
+    interval: float
+    expr: str
+    record: str | None = None
+    alert: str | None = None
+    for_seconds: float = 0.0
+    keep_firing_for: float = 0.0
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AlertSpan:
+    alertname: str
+    labels: dict[str, str]
+    starts_at: float
+    ends_at: float | None
+
+    @property
+    def detector(self) -> str:
+        return self.labels.get("detector", "")
+
+    @property
+    def severity(self) -> str:
+        return self.labels.get("severity", "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "alertname": self.alertname,
+            "detector": self.detector,
+            "severity": self.severity,
+            "labels": self.labels,
+            "starts_at": self.starts_at,
+            "ends_at": self.ends_at,
+        }
+
+
+def rule_files(rules_dir: Path) -> list[Path]:
+    """Rule files of a directory: *.yml/*.yaml with a `groups:` key (unit-test files are skipped)."""
+    found = []
+    for path in sorted(list(rules_dir.rglob("*.yml")) + list(rules_dir.rglob("*.yaml"))):
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("groups"), list):
+            found.append(path)
+    return found
+
+
+def load_rules(files: list[Path], default_interval: float) -> list[Rule]:
+    rules = []
+    for path in files:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for group in doc.get("groups") or []:
+            interval = parse_duration(group.get("interval"), default_interval)
+            for r in group.get("rules") or []:
+                rules.append(
+                    Rule(
+                        group=str(group.get("name", "")),
+                        interval=interval,
+                        expr=str(r["expr"]),
+                        record=r.get("record"),
+                        alert=r.get("alert"),
+                        for_seconds=parse_duration(r.get("for")),
+                        keep_firing_for=parse_duration(r.get("keep_firing_for")),
+                        labels={str(k): str(v) for k, v in (r.get("labels") or {}).items()},
+                    )
+                )
+    return rules
+
+
+def recording_levels(rules: list[Rule]) -> list[list[Rule]]:
+    """Recording rules grouped so that each level only reads raw series and rules of earlier levels."""
+    recording = [r for r in rules if r.record]
+    names = {r.record for r in recording}
+    deps: dict[int, set[str]] = {}
+    for i, r in enumerate(recording):
+        deps[i] = {n for n in names if n != r.record and re.search(rf"(?<![\w:]){re.escape(n)}(?![\w:])", r.expr)}
+    done: set[str] = set()
+    levels: list[list[Rule]] = []
+    remaining = dict(enumerate(recording))
+    while remaining:
+        level = [i for i, r in remaining.items() if deps[i] <= done]
+        if not level:  # a cycle: evaluate the rest together rather than loop forever
+            level = list(remaining)
+        levels.append([remaining.pop(i) for i in level])
+        done |= {r.record for r in levels[-1] if r.record}
+    return levels
+
+
+def grid_start(start: float, step: float) -> float:
+    """Prometheus aligns rule evaluation to multiples of the interval; so do we."""
+    return math.ceil(start / step) * step
+
+
+def recorded_series_lines(
+    rule: Rule, result: list[dict[str, Any]], *, step: float, fill_step: float, end: float
+) -> list[str]:
+    """OpenMetrics lines for a recording rule's results, each series in time order.
+
+    A rule evaluated every `step` seconds is written on the finer scrape grid (`fill_step`) too, repeating each
+    value until the next evaluation (at most Prometheus's default 5 min lookback): a live Prometheus lets any
+    query between two evaluations see the last recorded value, while the backtest's short lookback would not.
+    """
+    repeats = max(1, round(min(step, DEFAULT_LOOKBACK) / fill_step))
+    lines = []
+    for series in result:
+        labels = {k: v for k, v in series["metric"].items() if k != "__name__"}
+        labels.update(rule.labels)
+        inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+        key = f"{rule.record}{{{inner}}} "
+        values = series["values"]
+        for i, (ts, value) in enumerate(values):
+            if value in ("NaN", "+Inf", "-Inf"):
+                continue  # not representable as a plain sample that queries would treat like Prometheus does
+            next_ts = float(values[i + 1][0]) if i + 1 < len(values) else end + fill_step
+            t = float(ts)
+            for k in range(repeats):
+                at = t + k * fill_step
+                if at >= next_ts or at > end:
+                    break
+                lines.append(f"{key}{value} {at:.3f}\n")
+    return lines
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def alert_spans(rule: Rule, result: list[dict[str, Any]], *, step: float, first: float, last: float) -> list[AlertSpan]:
+    """Firing intervals of an alerting rule from its expression's values on the evaluation grid."""
+    spans: list[AlertSpan] = []
+    for series in result:
+        labels = _alert_labels(rule, series["metric"])
+        labels["alertname"] = rule.alert or ""
+        times = [float(ts) for ts, _ in series["values"]]
+        spans.extend(_spans_of(rule, labels, times, step=step, last=last))
+    spans.sort(key=lambda s: (s.starts_at, s.alertname))
+    return spans
+
+
+def _alert_labels(rule: Rule, metric: dict[str, str]) -> dict[str, str]:
+    labels = {k: v for k, v in metric.items() if k != "__name__"}
+    series_labels = dict(labels)
+    for key, value in rule.labels.items():
+        labels[key] = _TEMPLATE_LABEL.sub(lambda m: series_labels.get(m.group(1), ""), value)
+    return labels
+
+
+def _spans_of(rule: Rule, labels: dict[str, str], times: list[float], *, step: float, last: float) -> list[AlertSpan]:
+    # Runs of consecutive evaluations where the expression returned this series.
+    runs: list[tuple[float, float]] = []
+    for t in times:
+        if runs and t - runs[-1][1] <= step * 1.001:
+            runs[-1] = (runs[-1][0], t)
+        else:
+            runs.append((t, t))
+    out: list[AlertSpan] = []
+    current: AlertSpan | None = None
+    current_last_seen = 0.0
+    for active_at, seen_until in runs:
+        if current is not None:
+            # Firing and absent since current_last_seen + step; keep_firing_for may bridge the gap.
+            absent_since = current_last_seen + step
+            if rule.keep_firing_for > 0 and active_at - absent_since < rule.keep_firing_for:
+                current_last_seen = seen_until
+                continue
+            current.ends_at = _resolved_at(absent_since, rule, step)
+            out.append(current)
+            current = None
+        fire_at = active_at + math.ceil(rule.for_seconds / step - 1e-9) * step
+        if fire_at > seen_until:
+            continue  # pending only: it disappeared before `for:` was reached
+        current = AlertSpan(labels["alertname"], dict(labels), fire_at, None)
+        current_last_seen = seen_until
+    if current is not None:
+        absent_since = current_last_seen + step
+        resolved = _resolved_at(absent_since, rule, step)
+        current.ends_at = resolved if resolved <= last else None
+        out.append(current)
+    return out
+
+
+def _resolved_at(absent_since: float, rule: Rule, step: float) -> float:
+    if rule.keep_firing_for <= 0:
+        return absent_since
+    return absent_since + math.ceil(rule.keep_firing_for / step - 1e-9) * step
+
+
+@dataclass
+class Evaluation:
+    alerts: list[AlertSpan]
+    recorded_series: int
+    alert_rules: int
+    recording_rules: int
+
+
+def evaluate(
+    prom: PrometheusProcess,
+    rules: list[Rule],
+    *,
+    start: float,
+    end: float,
+    min_step: float,
+    backfill: Callable[[list[str]], None],
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> Evaluation:
+    """Recording rules level by level (backfilled, then Prometheus restarted), then every alerting rule."""
+    recorded = 0
+    levels = recording_levels(rules)
+    for n, level in enumerate(levels, 1):
+        lines: list[str] = []
+        for rule in level:
+            step = _step(rule, min_step)
+            result = prom.query_range(rule.expr, grid_start(start, step), end, step)
+            lines.extend(recorded_series_lines(rule, result, step=step, fill_step=min_step, end=end))
+            recorded += len(result)
+        progress(f"recording rules level {n}/{len(levels)}: {len(level)} rules, {len(lines)} samples")
+        if lines:
+            backfill(lines)
+            prom.restart()
+    alerts: list[AlertSpan] = []
+    alerting = [r for r in rules if r.alert]
+    for rule in alerting:
+        step = _step(rule, min_step)
+        first = grid_start(start, step)
+        last = first + math.floor((end - first) / step) * step
+        result = prom.query_range(rule.expr, first, last, step)
+        alerts.extend(alert_spans(rule, result, step=step, first=first, last=last))
+    progress(f"alerting rules: {len(alerting)} evaluated, {len(alerts)} alerts")
+    alerts.sort(key=lambda s: (s.starts_at, s.alertname))
+    return Evaluation(alerts, recorded, len(alerting), sum(len(level) for level in levels))
+
+
+def _step(rule: Rule, min_step: float) -> float:
+    """Rules evaluate at their group's interval, but never finer than the scrape grid (nothing changes between)."""
+    if rule.interval <= min_step:
+        return min_step
+    return math.ceil(rule.interval / min_step) * min_step

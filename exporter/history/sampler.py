@@ -1,0 +1,217 @@
+"""Runs the exporter's own ingest and detector code over a history on a virtual clock, and writes what a
+Prometheus scraping it every `interval` seconds would have stored, as OpenMetrics text with timestamps.
+
+Every series present at a scrape gets a sample at that scrape (like a real scrape); a series that disappears
+(an anomaly gauge that expired) simply has no more samples. Prometheus would write a staleness marker there; the
+backtest's Prometheus gets the same effect from a lookback delta just under the scrape interval (see prom.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.utils import floatToGoString
+
+from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
+from exporter.config import Config
+from exporter.ingest import Ingestor, event_shape_error
+from exporter.metrics import Metrics
+from exporter.state import StateStore
+
+PRUNE_INTERVAL_SECONDS = 3600.0  # as the service does
+
+
+@dataclass
+class SampleStats:
+    events: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    scrapes: int = 0
+    samples: int = 0
+    start: float = 0.0
+    end: float = 0.0
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class VirtualExporter:
+    """The exporter's ingest pipeline and detectors with a fresh registry and an in-memory state."""
+
+    def __init__(self, config: Config):
+        from exporter.detectors.registry import build_detectors
+
+        self.metrics = Metrics(max_label_values=config.metrics.max_label_values)
+        self.state = StateStore(":memory:", retention_seconds=config.state.retention_seconds)
+        self.detector_set = build_detectors(config, self.metrics.registry, self.state)
+        self.ingestor = Ingestor(
+            self.metrics, self.state, mode=config.stripe.mode, detectors=self.detector_set.detectors
+        )
+        self._next_prune = 0.0
+
+    def housekeep(self, now: float) -> None:
+        """What the service's housekeeping loop does, at virtual time `now`."""
+        self.ingestor.tick(now)
+        self.state.flush(now)
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_INTERVAL_SECONDS
+            self.state.prune(now)
+            self.state.prune_namespace(REFUNDS_NS, now - REFUNDS_RETENTION_SECONDS)
+
+
+class OpenMetricsWriter:
+    """Writes one scrape of a registry as OpenMetrics lines with a timestamp.
+
+    Reading the registry through `collect()` costs ~100 µs a scrape (it builds a Sample object per series), which
+    over 40,000 virtual scrapes dominated a backtest. For the plain Counter, Gauge and Histogram types this
+    reads the children's values directly, with each series' name-and-labels prefix rendered once; anything else
+    (custom collectors, callback gauges) goes through `collect()` as usual. tests/test_history_sampler.py checks
+    that both paths give the same exposition.
+    """
+
+    def __init__(self, out: IO[str], registry: Any, target_labels: dict[str, str]):
+        self.out = out
+        self.registry = registry
+        self.target = "".join(f',{k}="{_escape(v)}"' for k, v in sorted(target_labels.items()))
+        self._keys: dict[Any, str] = {}
+        self._child_keys: dict[Any, list[str]] = {}
+        self.samples = 0
+        self.extra: list[tuple[str, dict[str, str], float]] = []
+
+    def key(self, name: str, labels: dict[str, str]) -> str:
+        cache_key = (name, tuple(labels.items()))
+        key = self._keys.get(cache_key)
+        if key is None:
+            key = self._render(name, labels.items())
+            self._keys[cache_key] = key
+        return key
+
+    def _render(self, name: str, labels: Iterable[tuple[str, str]]) -> str:
+        # The scrape's target labels win over exposed ones, as with honor_labels: false.
+        own = "".join(f',{k}="{_escape(v)}"' for k, v in labels if f',{k}="' not in self.target)
+        return f"{name}{{{(own + self.target)[1:]}}}"
+
+    def rows(self) -> Iterator[tuple[str, float]]:
+        """(series key, value) of every series in the registry now."""
+        for collector in list(self.registry._collector_to_names):
+            kind = type(collector)
+            if kind in (Counter, Gauge, Histogram) and "_child_samples" not in vars(collector):
+                if collector._is_parent():
+                    children = list(collector._metrics.items())
+                else:
+                    children = [((), collector)]
+                for labelvalues, child in children:
+                    if "_child_samples" in vars(child):  # a callback gauge
+                        yield from self._generic(collector)
+                        break
+                    yield from self._child_rows(collector, labelvalues, child, kind)
+            else:
+                yield from self._generic(collector)
+        for name, labels, value in self.extra:
+            yield self.key(name, labels), value
+
+    def _generic(self, collector: Any) -> Iterator[tuple[str, float]]:
+        for family in collector.collect():
+            for s in family.samples:
+                yield self.key(s.name, s.labels), float(s.value)
+
+    def _child_rows(self, parent: Any, labelvalues: tuple[str, ...], child: Any, kind: type) -> Iterator[Any]:
+        keys = self._child_keys.get(child)
+        if keys is None:
+            base = list(zip(parent._labelnames, labelvalues, strict=True))
+            name = parent._name
+            if kind is Counter:
+                keys = [self._render(name + "_total", base)]
+            elif kind is Gauge:
+                keys = [self._render(name, base)]
+            else:
+                keys = [
+                    self._render(name + "_bucket", [*base, ("le", floatToGoString(b))]) for b in child._upper_bounds
+                ]
+                keys.append(self._render(name + "_count", base))
+                keys.append(self._render(name + "_sum", base))
+            self._child_keys[child] = keys
+        if kind is Histogram:
+            acc = 0.0
+            for key, bucket in zip(keys, child._buckets, strict=False):
+                acc += bucket.get()
+                yield key, acc
+            yield keys[-2], acc
+            if child._upper_bounds[0] >= 0:
+                yield keys[-1], child._sum.get()
+        else:
+            yield keys[0], child._value.get()
+
+    def write(self, ts: float) -> None:
+        stamp = f" {int(ts)}\n" if ts == int(ts) else f" {ts:.3f}\n"
+        # NaN is skipped: it would be read as a real sample, not as "no value".
+        lines = [key + " " + repr(value) + stamp for key, value in self.rows() if value == value]
+        self.samples += len(lines)
+        self.out.write("".join(lines))
+
+    def close(self) -> None:
+        self.out.write("# EOF\n")
+
+
+def registry_rows(registry: Any) -> Iterable[tuple[str, dict[str, str], float]]:
+    """The registry through the public collect() path (the reference the fast path is tested against)."""
+    for family in registry.collect():
+        for s in family.samples:
+            yield s.name, s.labels, float(s.value)
+
+
+def run_virtual(
+    events: Iterable[tuple[float, dict[str, Any]]],
+    *,
+    config: Config,
+    interval: float,
+    start: float,
+    end: float,
+    out: IO[str],
+    target_labels: dict[str, str],
+    progress: Callable[[float, SampleStats], None] | None = None,
+) -> SampleStats:
+    """Ingest `events` (sorted by virtual time) and scrape every `interval` s from `start` to `end` inclusive."""
+    exporter = VirtualExporter(config)
+    writer = OpenMetricsWriter(out, exporter.metrics.registry, target_labels)
+    # What the scrape itself adds: the target is up.
+    writer.extra.append(("up", {}, 1.0))
+    stats = SampleStats(start=start, end=end)
+    scrape_at = start
+    last_report = time.monotonic()
+    outcome_counts = {"duplicate": 0}
+
+    def scrape(ts: float) -> None:
+        exporter.housekeep(ts)
+        writer.write(ts)
+        stats.scrapes += 1
+
+    for vtime, event in events:
+        while scrape_at < vtime and scrape_at <= end:
+            scrape(scrape_at)
+            scrape_at += interval
+        if event_shape_error(event) is not None:
+            stats.invalid += 1
+            exporter.metrics.webhook_requests.labels("invalid_payload").inc()
+            continue
+        outcome = exporter.ingestor.ingest(event, vtime)
+        stats.events += 1
+        if outcome in outcome_counts:
+            stats.duplicates += 1
+        if progress is not None and stats.events % 2000 == 0:
+            now = time.monotonic()
+            if now - last_report >= 1.0:
+                last_report = now
+                progress(vtime, stats)
+    while scrape_at <= end:
+        scrape(scrape_at)
+        scrape_at += interval
+    writer.close()
+    stats.samples = writer.samples
+    exporter.state.close()
+    return stats
