@@ -1,0 +1,1 @@
+"""BillingWatch's Grafana dashboards, generated from Python (see docs/dashboards.md)."""

@@ -1,0 +1,80 @@
+"""PromQL building blocks shared by the dashboards: selectors bound to the dashboard variables and the names of the
+series the shipped recording rules define (derived from the same `rules:` defaults the rules are rendered from)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dashboards.sources import rules_config
+from exporter.rulegen.config import RulesConfig
+from exporter.rulegen.webhooks import quantile_name
+
+# Every series the exporter exposes carries the scrape's job and instance; the variables narrow to one exporter.
+SCOPE = 'job=~"$job", instance=~"$instance"'
+SCOPE_CURRENCY = SCOPE + ', currency=~"$currency"'
+
+# Every alert the shipped rules define is named BillingWatch... (rules/*.yml); ALERTS also holds other teams' alerts.
+ALERTS_MATCHER = 'alertname=~"BillingWatch.+"'
+
+
+def sel(metric: str, *extra: str, currency: bool = False) -> str:
+    """`metric{job=~"$job", instance=~"$instance"[, currency=~"$currency"], extra...}`."""
+    matchers = [SCOPE_CURRENCY if currency else SCOPE, *extra]
+    return f"{metric}{{{', '.join(matchers)}}}"
+
+
+def per_currency(record: str) -> str:
+    """A `currency:` recorded series (summed over the exporter's job, so only the currency can be chosen)."""
+    return f'{record}{{currency=~"$currency"}}'
+
+
+def per_job(record: str) -> str:
+    return f'{record}{{job=~"$job"}}'
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """Names of the recording rules the panels read, as exporter/rulegen names them from the windows."""
+
+    charge_attempts: str
+    charge_failure_ratio: str
+    disputes_day: str
+    dispute_ratio_day: str
+    dispute_ratio_month: str
+    early_fraud_warnings_day: str
+    early_fraud_warning_ratio_day: str
+    charges_succeeded_day: str
+    revenue: str
+    revenue_baseline: str
+    refunded: str
+    refund_ratio: str
+    delivery_delay_quantile: str
+
+    @classmethod
+    def from_config(cls, cfg: RulesConfig) -> Recorded:
+        failures = cfg.charge_failure_spike.window
+        day = cfg.fraud_spike.window
+        revenue, n = cfg.revenue_drop.window, cfg.revenue_drop.baseline_windows
+        refunds = cfg.refunds.window
+        lag = cfg.webhook_lag
+        return cls(
+            charge_attempts=f"currency:stripe_charges:increase{failures}",
+            charge_failure_ratio=f"currency:stripe_charges_failed:ratio_rate{failures}",
+            disputes_day=f"job:stripe_disputes:increase{day}",
+            dispute_ratio_day=f"job:stripe_disputes:ratio_rate{day}",
+            dispute_ratio_month=f"job:stripe_disputes:ratio_rate{cfg.dispute_monthly.window}",
+            early_fraud_warnings_day=f"job:stripe_early_fraud_warnings:increase{day}",
+            early_fraud_warning_ratio_day=f"job:stripe_early_fraud_warnings:ratio_rate{day}",
+            charges_succeeded_day=f"job:stripe_charges_succeeded:increase{day}",
+            revenue=f"currency:stripe_charge_amount:increase{revenue}",
+            revenue_baseline=f"currency:stripe_charge_amount:avg_increase{revenue}_prev{n}",
+            refunded=f"currency:stripe_refund_amount:increase{refunds}",
+            refund_ratio=f"currency:stripe_refund_amount:ratio_rate{refunds}",
+            delivery_delay_quantile=(
+                f"job:stripe_event_delivery_delay_seconds:{quantile_name(lag.quantile)}_rate{lag.window}"
+            ),
+        )
+
+
+def recorded() -> Recorded:
+    return Recorded.from_config(rules_config())
