@@ -119,6 +119,7 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--days", type=float, default=10.0, help="history mode: days of history (default 10)")
     p.add_argument("--events-per-day", type=int, default=2000, help="history mode: events a day (default 2000)")
     p.add_argument("--start", type=float, help="history mode: unix time of the first event (default: --days ago)")
+    p.add_argument("--manifest", help="history mode: also write the injected anomalies (times, customers) as JSON")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1): the same seed, the same traffic")
 
 
@@ -164,6 +165,9 @@ def _simulate_history(args: argparse.Namespace) -> int:
     with open(args.output, "wb") as out:
         for line in history_lines(pairs):
             out.write(orjson.dumps(line) + b"\n")
+    if args.manifest:
+        with open(args.manifest, "wb") as out:
+            out.write(orjson.dumps([inj.as_dict() for inj in gen.injections], option=orjson.OPT_INDENT_2))
     unique = len({e["id"] for _, e in pairs})
     _err(f"wrote {len(pairs)} deliveries ({unique} unique events, {len(pairs) - unique} redeliveries) to {args.output}")
     for inj in gen.injections:

@@ -1,0 +1,128 @@
+"""Unit tests of the backtest's own bookkeeping: history files, the scrape writer, alert state from rule results."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from exporter.history.events_file import HistoryFileError, index_history, iter_history
+from exporter.history.rules_eval import Rule, alert_spans, parse_duration, recording_levels
+from exporter.history.sampler import OpenMetricsWriter, registry_rows
+from tests.conftest import make_event
+
+
+def test_history_file_accepts_both_forms_and_orders_by_delivery_time(tmp_path: Path) -> None:
+    late = make_event("charge.succeeded", {"id": "ch_1"}, created=1000, event_id="evt_late")
+    plain = make_event("charge.succeeded", {"id": "ch_2"}, created=1500, event_id="evt_plain")
+    early = make_event("charge.succeeded", {"id": "ch_3"}, created=1200, event_id="evt_early")
+    path = tmp_path / "h.jsonl"
+    path.write_text(
+        json.dumps({"received": 2000, "event": late})
+        + "\n\n"
+        + json.dumps(plain)
+        + "\n"
+        + json.dumps({"received": 1201.5, "event": early})
+        + "\n"
+    )
+    index = index_history(path)
+    assert [(t, e["id"]) for t, e in iter_history(index)] == [
+        (1201.5, "evt_early"),
+        (1500.0, "evt_plain"),
+        (2000.0, "evt_late"),
+    ]
+
+
+def test_history_file_that_is_not_events_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"hello": "world"}\n')
+    with pytest.raises(HistoryFileError, match="not a Stripe event"):
+        index_history(path)
+
+
+def _parse(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        key, value, ts = line.rsplit(" ", 2)
+        assert ts == "120"
+        out[key] = float(value)
+    return out
+
+
+def test_fast_scrape_writer_matches_prometheus_client_collect() -> None:
+    reg = CollectorRegistry()
+    c = Counter("things", "d", ["kind"], registry=reg)
+    c.labels("a").inc(3)
+    c.labels('we"ird\\').inc()
+    g = Gauge("level", "d", registry=reg)
+    g.set(2.5)
+    cb = Gauge("callback", "d", registry=reg)
+    cb.set_function(lambda: 7)
+    h = Histogram("delay_seconds", "d", ["route"], buckets=(1, 5), registry=reg)
+    h.labels("x").observe(0.5)
+    h.labels("x").observe(3)
+    h.labels("x").observe(30)
+    buf = io.StringIO()
+    writer = OpenMetricsWriter(buf, reg, {"job": "billingwatch", "instance": "backtest"})
+    writer.write(120)
+    fast = _parse(buf.getvalue())
+    reference = {writer.key(name, labels): value for name, labels, value in registry_rows(reg)}
+    assert fast == reference
+    assert fast['things_total{kind="we\\"ird\\\\",instance="backtest",job="billingwatch"}'] == 1
+    assert fast['delay_seconds_bucket{route="x",le="5.0",instance="backtest",job="billingwatch"}'] == 2
+    assert fast['delay_seconds_bucket{route="x",le="+Inf",instance="backtest",job="billingwatch"}'] == 3
+    assert fast['callback{instance="backtest",job="billingwatch"}'] == 7
+
+
+def _result(times: list[float], **labels: str) -> list[dict]:
+    return [{"metric": {"__name__": "x", **labels}, "values": [[t, "1"] for t in times]}]
+
+
+def test_for_clause_needs_consecutive_evaluations_and_starts_at_firing_time() -> None:
+    rule = Rule(group="g", interval=60, expr="x > 0", alert="A", for_seconds=300, labels={"severity": "warning"})
+    # Present 0..240 (pending, never long enough), then 600..1200, then absent.
+    times = [0, 60, 120, 180, 240, *range(600, 1260, 60)]
+    (span,) = alert_spans(rule, _result(times, currency="usd"), step=60, first=0, last=3000)
+    assert (span.starts_at, span.ends_at) == (900, 1260)
+    assert span.labels == {"currency": "usd", "severity": "warning", "alertname": "A"}
+
+
+def test_alert_still_firing_at_the_end_has_no_end_and_keep_firing_for_bridges_gaps() -> None:
+    rule = Rule(group="g", interval=60, expr="x", alert="B", keep_firing_for=180)
+    times = [0, 60, 240, 300]  # absent at 120 and 180 only: bridged
+    (span,) = alert_spans(rule, _result(times), step=60, first=0, last=300)
+    assert (span.starts_at, span.ends_at) == (0, None)
+    (span,) = alert_spans(rule, _result([0, 60]), step=60, first=0, last=3000)
+    assert span.ends_at == 120 + 180
+
+
+def test_rule_labels_template_series_labels() -> None:
+    rule = Rule(group="g", interval=60, expr="x", alert="C", labels={"who": "{{ $labels.customer }}"})
+    (span,) = alert_spans(rule, _result([0], customer="cus_1"), step=60, first=0, last=60)
+    assert span.labels["who"] == "cus_1"
+
+
+def test_recording_rules_are_evaluated_after_the_rules_they_read() -> None:
+    rules = [
+        Rule(group="g", interval=60, expr="a:b:c / 2", record="a:b:half"),
+        Rule(group="g", interval=60, expr="sum(x)", record="a:b:c"),
+        Rule(group="g", interval=60, expr="a:b:half and a:b:c", record="a:b:both"),
+    ]
+    assert [[r.record for r in level] for level in recording_levels(rules)] == [
+        ["a:b:c"],
+        ["a:b:half"],
+        ["a:b:both"],
+    ]
+
+
+def test_durations() -> None:
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration(None, 60) == 60
+    with pytest.raises(ValueError):
+        parse_duration("5 minutes")
