@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dashboards import alert_links
 from dashboards import model as m
 from dashboards.queries import ALERTS_MATCHER, per_currency, per_job, recorded, sel
 from dashboards.sources import rules_config
@@ -30,15 +31,25 @@ def _override(name: str, *props: tuple[str, Any]) -> dict[str, Any]:
     return {"matcher": {"id": "byName", "options": name}, "properties": [{"id": k, "value": v} for k, v in props]}
 
 
+# ALERTS_FOR_STATE holds each active alert's activeAt time; `and` keeps only the ones that are firing.
+FIRING_SINCE = (
+    f"1000 * (ALERTS_FOR_STATE{{{ALERTS_MATCHER}}} "
+    f'and ignoring(alertstate) ALERTS{{alertstate="firing", {ALERTS_MATCHER}}})'
+)
+
+
 def firing_alerts_table() -> m.Panel:
-    match = ALERTS_MATCHER
-    # ALERTS_FOR_STATE holds each active alert's activeAt time; `and` keeps only the ones that are firing.
-    since = f'1000 * (ALERTS_FOR_STATE{{{match}}} and ignoring(alertstate) ALERTS{{alertstate="firing", {match}}})'
+    """The query gets each alert's panel_url once every panel has its id (see build())."""
+    panel_link = {
+        "title": "Open the panel that explains this alert",
+        "url": f"${{__data.fields.{alert_links.LABEL}}}&${{__url_time_range}}&${{__all_variables}}",
+    }
     return m.table(
         "Firing alerts",
-        "BillingWatch alerts firing now, newest first. `Since` is when the alert became active. The runbook of "
-        "each alert is in its annotations (Alertmanager and notifications show it).",
-        [m.target(since, instant=True, table=True)],
+        "BillingWatch alerts firing now, newest first. `Since` is when the alert became active. Click an alert's "
+        "name to open the panel that explains it; its runbook is in the alert's annotations (Alertmanager and "
+        "the notifications show it).",
+        [m.target(FIRING_SINCE, instant=True, table=True)],
         transformations=[
             {
                 "id": "organize",
@@ -49,7 +60,12 @@ def firing_alerts_table() -> m.Panel:
                 },
             }
         ],
-        overrides=[_override("Since", ("unit", "dateTimeFromNow"))],
+        overrides=[
+            _override("Since", ("unit", "dateTimeFromNow")),
+            _override("Alert", ("links", [panel_link])),
+            # Hidden rather than removed: the link above reads it from the same row.
+            _override(alert_links.LABEL, ("custom.hidden", True)),
+        ],
         sort_by="Since",
         no_value="No BillingWatch alert is firing",
     )
@@ -376,6 +392,12 @@ def build() -> dict[str, Any]:
     )
 
     from dashboards import operations
+
+    urls = alert_links.panel_urls(
+        {"overview": (UID, g.panels), "operations": (operations.UID, operations.build()["panels"])}
+    )
+    firing = alert_links.find_panel(g.panels, "Firing alerts")
+    firing["targets"][0]["expr"] = alert_links.with_panel_urls(FIRING_SINCE, urls)
 
     return m.dashboard(
         uid=UID,

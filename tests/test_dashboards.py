@@ -6,12 +6,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 from typing import Any
 
 import pytest
 import yaml
 
-from dashboards import check, generate, operations, overview, queries, sources
+from dashboards import alert_links, check, generate, operations, overview, queries, sources
 from dashboards.variables import DATASOURCE_UID
 from tests.conftest import REPO
 
@@ -271,3 +272,18 @@ def test_dashboard_provider_loads_the_generated_json_as_docker_compose_mounts_it
     assert mounts[path] == "./dashboards/json"
     assert mounts["/etc/grafana/provisioning/dashboards"] == "./dashboards/provisioning/dashboards"
     assert mounts["/etc/grafana/provisioning/datasources"] == "./dashboards/provisioning/datasources"
+
+
+# ------------------------------------------------------------------------------------------------- alert links
+def test_every_shipped_alert_links_to_an_existing_panel() -> None:
+    alerts = set(sources.alert_names())
+    assert alerts, "rules/*.yml defines no alert"
+    assert set(alert_links.ALERT_PANELS) == alerts, "an alert without a panel, or a panel for an alert gone"
+    dashboards = committed()
+    keys = {"overview": overview.UID, "operations": operations.UID}
+    firing = panel(dashboards[overview.UID], "Firing alerts")["targets"][0]["expr"]
+    for alert, (key, title) in alert_links.ALERT_PANELS.items():
+        target = alert_links.find_panel(check.panels_of(dashboards[keys[key]]), title)
+        url = f"/d/{keys[key]}?viewPanel={target['id']}"
+        # The alert's name is in the regex of the label_replace() that sets this url.
+        assert re.search(rf'"{re.escape(url)}", "alertname", "[^"]*\b{alert}\b', firing), (alert, url)

@@ -417,3 +417,14 @@ def test_anomaly_table_shows_the_duplicate_charge(traffic: Stack) -> None:
     assert any(float(r["value"][1]) == pytest.approx(77.0) for r in amount if r["metric"] == dup[0]["metric"])
     started = [float(r["value"][1]) / 1000 for r in since if r["metric"] == dup[0]["metric"]]
     assert started and time.time() - 120 < started[0] <= time.time()
+
+
+def test_firing_alerts_table_links_the_duplicate_charge_alert_to_the_anomaly_panel(traffic: Stack) -> None:
+    overview = _dashboards()["billingwatch-overview"]
+    panel = _panel(overview, "Firing alerts")
+    result = traffic.query(check.substitute(panel["targets"][0]["expr"], TEST_VALUES))["data"]["result"]
+    dup = [r for r in result if r["metric"]["alertname"] == "BillingWatchDuplicateCharge"]
+    assert dup, f"BillingWatchDuplicateCharge is not firing: {result}"
+    anomalies = _panel(overview, "Active anomalies")
+    assert dup[0]["metric"]["panel_url"] == f"/d/billingwatch-overview?viewPanel={anomalies['id']}"
+    assert time.time() - 120 < float(dup[0]["value"][1]) / 1000 <= time.time()  # the Since column, in ms
