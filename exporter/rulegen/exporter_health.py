@@ -23,6 +23,10 @@ def group(cfg: RulesConfig) -> dict[str, Any]:
     invalid = f"sum by (job) (increase({invalid_sel}[{sig_window}]))"
     verified_or_not = f"sum by (job) (increase({checked_sel}[{sig_window}]))"
     events = sel(cfg, "stripe_events_total")
+    # Unlabelled, so it exists at 0 from the start: plain increase() sees the first drop.
+    dropped = sel(cfg, "billingwatch_anomaly_series_dropped_total")
+    # Labelled by stage and born at its first error, which plain increase() would miss.
+    errors = sel(cfg, "billingwatch_event_processing_errors_total")
     silence = e.silence
     usual = " and on (job)\n".join(
         f"sum by (job) (increase({events}[{silence}] offset {ago})) >= {e.silence_min_usual_events}\n"
@@ -92,7 +96,7 @@ def group(cfg: RulesConfig) -> dict[str, Any]:
             alert(
                 cfg,
                 "BillingWatchAnomalySeriesDropped",
-                f"sum by (job) (increase({sel(cfg, 'billingwatch_anomaly_series_dropped_total')}[{e.errors_window}])) > 0",
+                f"sum by (job) (increase({dropped}[{e.errors_window}])) > 0",
                 for_duration="0s",
                 labels={**LABELS, "severity": "warning"},
                 summary="Active anomalies were dropped because the anomaly series cap was reached.",
@@ -104,7 +108,7 @@ def group(cfg: RulesConfig) -> dict[str, Any]:
             alert(
                 cfg,
                 "BillingWatchEventProcessingErrors",
-                f"{counter_increase(sel(cfg, 'billingwatch_event_processing_errors_total'), e.errors_window, 'job')} > 0",
+                f"{counter_increase(errors, e.errors_window, 'job')} > 0",
                 for_duration="0s",
                 labels={**LABELS, "severity": "warning"},
                 summary="The exporter failed to process some Stripe events.",
