@@ -36,14 +36,10 @@ def per_job(record: str) -> str:
 class Recorded:
     """Names of the recording rules the panels read, as exporter/rulegen names them from the windows."""
 
-    charge_attempts: str
     charge_failure_ratio: str
-    disputes_day: str
     dispute_ratio_day: str
     dispute_ratio_month: str
-    early_fraud_warnings_day: str
     early_fraud_warning_ratio_day: str
-    charges_succeeded_day: str
     revenue: str
     revenue_baseline: str
     refunded: str
@@ -58,14 +54,10 @@ class Recorded:
         refunds = cfg.refunds.window
         lag = cfg.webhook_lag
         return cls(
-            charge_attempts=f"currency:stripe_charges:increase{failures}",
             charge_failure_ratio=f"currency:stripe_charges_failed:ratio_rate{failures}",
-            disputes_day=f"job:stripe_disputes:increase{day}",
             dispute_ratio_day=f"job:stripe_disputes:ratio_rate{day}",
             dispute_ratio_month=f"job:stripe_disputes:ratio_rate{cfg.dispute_monthly.window}",
-            early_fraud_warnings_day=f"job:stripe_early_fraud_warnings:increase{day}",
             early_fraud_warning_ratio_day=f"job:stripe_early_fraud_warnings:ratio_rate{day}",
-            charges_succeeded_day=f"job:stripe_charges_succeeded:increase{day}",
             revenue=f"currency:stripe_charge_amount:increase{revenue}",
             revenue_baseline=f"currency:stripe_charge_amount:avg_increase{revenue}_prev{n}",
             refunded=f"currency:stripe_refund_amount:increase{refunds}",

@@ -27,7 +27,7 @@ import orjson
 import pytest
 import yaml
 
-from dashboards import check, sources
+from dashboards import check, queries, sources
 from dashboards.generate import JSON_DIR
 from exporter import samples
 from tests.conftest import REPO, SECRET, require_binary, sign
@@ -78,6 +78,7 @@ class Stack:
     metrics: str
     procs: list[subprocess.Popen[bytes]]
     logs: Path
+    accepted: int = 0
 
     def query(self, promql: str) -> dict[str, Any]:
         status, body = _get(f"{self.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
@@ -253,6 +254,7 @@ def _traffic_round(s: Stack, round_no: int) -> None:
     events += [samples.event("charge.succeeded", double), samples.event("charge.succeeded", second)]
     for event in events:
         assert s.post(event) == 200, event["type"]
+    s.accepted += len(events)
     assert s.post(events[0]) == 200  # a redelivery: outcome duplicate
     assert s.post(events[1], secret="whsec_wrong_secret_for_dashboards") == 400
     assert s.post(b"{" + b" " * MAX_BODY_BYTES + b"}") == 413
@@ -260,12 +262,26 @@ def _traffic_round(s: Stack, round_no: int) -> None:
 
 @pytest.fixture(scope="module")
 def traffic(stack: Stack) -> Stack:
-    """Two rounds of traffic a few scrapes apart, so rates and increases over them are above zero."""
-    _traffic_round(stack, 1)
-    time.sleep(3)
-    _traffic_round(stack, 2)
-    time.sleep(4)  # a few scrapes and rule evaluations
+    """Two rounds of traffic, each scraped before the next, so rates and increases over them are above zero."""
+    for round_no in (1, 2):
+        _traffic_round(stack, round_no)
+        _wait(
+            lambda: stack.query(f'sum(billingwatch_webhook_requests_total{{outcome="accepted"}}) >= {stack.accepted}')[
+                "data"
+            ]["result"],
+            20,
+            f"Prometheus to scrape round {round_no}",
+        )
+    # Two failed USD charges per round; the recording rule counts all four once it has evaluated after the scrape.
+    _wait(lambda: traffic_recorded(stack), 20, "the recording rules to see both rounds")
     return stack
+
+
+def traffic_recorded(stack: Stack) -> bool:
+    rec = queries.recorded()
+    return bool(stack.query(f'{rec.charge_failure_ratio}{{currency="usd"}}')["data"]["result"]) and bool(
+        stack.query('currency:stripe_charges_failed:increase1h{currency="usd"} >= 4')["data"]["result"]
+    )
 
 
 def _dashboards() -> dict[str, dict[str, Any]]:
@@ -392,27 +408,42 @@ def _first_value(doc: dict[str, Any]) -> float:
 
 def test_main_panels_return_data_after_traffic(traffic: Stack) -> None:
     dashboards = _dashboards()
-    empty, zero = [], []
-    for uid, panels in MAIN_PANELS.items():
-        for title, positive in panels.items():
-            expr = check.substitute(_panel(dashboards[uid], title)["targets"][0]["expr"], TEST_VALUES)
+    pending = {
+        (uid, title): (check.substitute(_panel(dashboards[uid], title)["targets"][0]["expr"], TEST_VALUES), positive)
+        for uid, panels in MAIN_PANELS.items()
+        for title, positive in panels.items()
+    }
+    problems: dict[tuple[str, str], str] = {}
+    deadline = time.monotonic() + 20  # scrapes and rule evaluations on a busy machine may lag a little
+    while pending:
+        problems = {}
+        for key, (expr, positive) in pending.items():
             doc = traffic.query(expr)
-            assert doc["status"] == "success", (title, doc)
+            assert doc["status"] == "success", (key, doc)
             if not doc["data"]["result"]:
-                empty.append(f"{uid} {title}: {expr}")
+                problems[key] = f"no data: {expr}"
             elif positive and _first_value(doc) <= 0:
-                zero.append(f"{uid} {title}: {expr} -> {doc['data']['result']}")
-    assert not empty, "panels without data after traffic:\n" + "\n".join(empty)
-    assert not zero, "panels at zero after traffic:\n" + "\n".join(zero)
+                problems[key] = f"zero: {expr} -> {doc['data']['result']}"
+        pending = {k: v for k, v in pending.items() if k in problems}
+        if not pending or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not problems, "panels without data after traffic:\n" + "\n".join(f"{k}: {v}" for k, v in problems.items())
 
 
 def test_anomaly_table_shows_the_duplicate_charge(traffic: Stack) -> None:
     """The anomaly table's three queries (gauge, amount, since) all find the duplicate charge of the traffic."""
     panel = _panel(_dashboards()["billingwatch-overview"], "Active anomalies")
-    results = [traffic.query(check.substitute(t["expr"], TEST_VALUES))["data"]["result"] for t in panel["targets"]]
-    gauge, amount, since = results
-    dup = [r for r in gauge if r["metric"].get("detector") == "duplicate_charge"]
-    assert dup, f"no duplicate_charge anomaly in {gauge}"
+    gauge_expr, amount_expr, since_expr = (check.substitute(t["expr"], TEST_VALUES) for t in panel["targets"])
+    dup = _wait(
+        lambda: [
+            r for r in traffic.query(gauge_expr)["data"]["result"] if r["metric"].get("detector") == "duplicate_charge"
+        ],
+        10,
+        "the duplicate_charge anomaly",
+    )
+    amount = traffic.query(amount_expr)["data"]["result"]
+    since = traffic.query(since_expr)["data"]["result"]
     assert "__name__" not in dup[0]["metric"], "the merge transformation needs the metric name dropped"
     assert any(float(r["value"][1]) == pytest.approx(77.0) for r in amount if r["metric"] == dup[0]["metric"])
     started = [float(r["value"][1]) / 1000 for r in since if r["metric"] == dup[0]["metric"]]
@@ -422,9 +453,14 @@ def test_anomaly_table_shows_the_duplicate_charge(traffic: Stack) -> None:
 def test_firing_alerts_table_links_the_duplicate_charge_alert_to_the_anomaly_panel(traffic: Stack) -> None:
     overview = _dashboards()["billingwatch-overview"]
     panel = _panel(overview, "Firing alerts")
-    result = traffic.query(check.substitute(panel["targets"][0]["expr"], TEST_VALUES))["data"]["result"]
-    dup = [r for r in result if r["metric"]["alertname"] == "BillingWatchDuplicateCharge"]
-    assert dup, f"BillingWatchDuplicateCharge is not firing: {result}"
+    expr = check.substitute(panel["targets"][0]["expr"], TEST_VALUES)
+
+    def firing() -> list[dict[str, Any]]:
+        result = traffic.query(expr)["data"]["result"]
+        return [r for r in result if r["metric"]["alertname"] == "BillingWatchDuplicateCharge"]
+
+    # The anomaly alerts' group runs every second here; give it a few evaluations after the scrape.
+    dup = _wait(firing, 10, "BillingWatchDuplicateCharge to fire")
     anomalies = _panel(overview, "Active anomalies")
     assert dup[0]["metric"]["panel_url"] == f"/d/billingwatch-overview?viewPanel={anomalies['id']}"
     assert time.time() - 120 < float(dup[0]["value"][1]) / 1000 <= time.time()  # the Since column, in ms
