@@ -310,16 +310,19 @@ class RequestFactory:
         self._key = secret.encode()
         self._id_prefix = id_prefix
         self._customers = customers
-        self._rng = random.Random(seed)
         weighted = build_templates(seed)
-        # A pre-drawn cycle of templates reproduces the weights without a weighted draw per event.
-        self._cycle = self._rng.choices([t for t, _ in weighted], weights=[w for _, w in weighted], k=4096)
+        # A pre-drawn cycle of templates reproduces the weights without a weighted draw per event; it is the
+        # same for every factory of a seed.
+        self._cycle = random.Random(seed).choices([t for t, _ in weighted], weights=[w for _, w in weighted], k=4096)
         self._head = (
             f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
             "User-Agent: Stripe/1.0 (+https://stripe.com/docs/webhooks)\r\n"
             "Accept: */*; q=0.5, application/xml\r\nCache-Control: no-cache\r\n"
             "Content-Type: application/json; charset=utf-8\r\nStripe-Signature: t="
         ).encode()
+        # Customers and amounts differ between factories (runs, phases): a replay of the same (customer, amount)
+        # sequence with new ids would look like duplicate charges to the detectors.
+        self._rng = random.Random(f"{seed}:{id_prefix}")
         self.count = 0
         self.bytes_out = 0
         self._ts = 0

@@ -63,6 +63,12 @@ def status_kb(pid: int, field: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
@@ -142,10 +148,16 @@ class Bench:
             raise RuntimeError(f"{result['errors']} of {result['answered']} answers were not 200/{expect!r}")
         return result
 
-    def phases(self, port: int, expect: str) -> dict[str, Any]:
+    def phases(self, port: int, expect: str, pid: int) -> dict[str, Any]:
         a = self.args
+        cpu = cpu_seconds(pid)
         sat = self.loadgen("saturate", port, expect, warmup=a.warmup, duration=a.duration)
-        self.say(f"  saturation: {sat['rate']:,.0f} events/s ({a.connections} connections)")
+        # CPU per event barely depends on other load on the machine, unlike the rate: a cross-check.
+        sat["server_cpu_us_per_event"] = 1e6 * (cpu_seconds(pid) - cpu) / max(1, sat["sent"])
+        self.say(
+            f"  saturation: {sat['rate']:,.0f} events/s ({a.connections} connections), "
+            f"server CPU {sat['server_cpu_us_per_event']:.0f} us/event"
+        )
         paced = self.loadgen("paced", port, expect, rate=a.rate, warmup=min(1.0, a.warmup), duration=a.duration)
         self.say(f"  at {a.rate:,.0f} events/s: p50 {paced['p50_ms']:.2f} ms, p99 {paced['p99_ms']:.2f} ms")
         return {"saturation": sat, "paced": paced}
@@ -158,7 +170,7 @@ class Bench:
         with running(cmd, self.env, self.workdir / "minimal.log") as proc:
             pin(proc.pid, self.server_cpu)
             wait_http(port, "/healthz", proc, "minimal receiver", self.workdir / "minimal.log")
-            return self.phases(port, "received")
+            return self.phases(port, "received", proc.pid)
 
     def exporter(self) -> dict[str, Any]:
         a = self.args
@@ -174,7 +186,7 @@ class Bench:
             pin(proc.pid, self.server_cpu)
             wait_http(mport, "/readyz", proc, "billingwatch serve", self.workdir / "exporter.log")
             rss_start = status_kb(proc.pid, "VmRSS")
-            result = self.phases(port, '"accepted"')
+            result = self.phases(port, '"accepted"', proc.pid)
             sent = result["saturation"]["sent"] + result["paced"]["sent"]
             remaining = max(0, a.events - sent)
             if remaining:
@@ -230,6 +242,13 @@ def summary(minimal: dict[str, Any], exp: dict[str, Any], quick: bool) -> tuple[
     rows = [
         ("events/s at saturation, exporter", f"{exp['saturation']['rate']:,.0f}", "", ""),
         ("events/s at saturation, minimal receiver", f"{minimal['saturation']['rate']:,.0f}", "", ""),
+        (
+            "server CPU per event, exporter / minimal",
+            f"{exp['saturation']['server_cpu_us_per_event']:.0f} / "
+            f"{minimal['saturation']['server_cpu_us_per_event']:.0f} us",
+            "",
+            "",
+        ),
         ("ratio exporter / minimal", f"{ratio:.2f}", f">= {TARGET_RATIO}", ratio >= TARGET_RATIO),
         (
             f"p50 latency at {exp['paced']['rate']:,.0f} events/s",
