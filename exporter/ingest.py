@@ -13,7 +13,7 @@ from typing import Any
 from exporter import logs
 from exporter.accounting import Accounting
 from exporter.detectors.base import Detector
-from exporter.metrics import Metrics
+from exporter.metrics import Children, Metrics
 from exporter.state import StateStore
 
 MAX_EVENT_ID_LENGTH = 255
@@ -54,6 +54,8 @@ class Ingestor:
         self._modes_seen: set[bool] = set()
         self._newest_created = 0.0
         self._requests = {o: metrics.webhook_requests.labels(o) for o in ("accepted", "duplicate", "ignored")}
+        self._events_by_mode = Children(metrics.events_by_mode)
+        self._events = Children(metrics.events)
 
     def ingest(self, event: dict[str, Any], received: float) -> str:
         """Process one shape-checked event; returns its outcome (accepted, duplicate or ignored)."""
@@ -83,9 +85,7 @@ class Ingestor:
     ) -> str:
         m = self.metrics
         livemode = event.get("livemode")
-        m.events_by_mode.labels(
-            "true" if livemode is True else "false" if livemode is False else "unknown"
-        ).inc()
+        self._events_by_mode("true" if livemode is True else "false" if livemode is False else "unknown").inc()
         if isinstance(livemode, bool) and livemode not in self._modes_seen:
             self._modes_seen.add(livemode)
             if len(self._modes_seen) == 2 and self.mode == "any":
@@ -96,7 +96,7 @@ class Ingestor:
                 )
         if (self.mode == "live" and livemode is not True) or (self.mode == "test" and livemode is not False):
             return "ignored"
-        m.events.labels(m.cap_type(event_type)).inc()
+        self._events(m.cap_type(event_type)).inc()
         m.last_event.set(received)
         if created is not None:
             m.delivery_delay.observe(max(0.0, received - created))

@@ -5,6 +5,8 @@ Names and labels here are a contract: rules/, dashboards/ and users' own queries
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from exporter.labels import LabelCap
@@ -17,6 +19,24 @@ OUTCOMES = ("accepted", "duplicate", "ignored", "invalid_signature", "invalid_pa
 # Delivery delay buckets from 1 s to 6 h: Stripe delivers in seconds when healthy and retries with back-off
 # for up to three days when not; the 10-minute lag threshold sits between two buckets (300 and 600 / 900).
 DELAY_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
+
+
+class Children:
+    """`metric.labels(*values)`, memoised. prometheus_client validates, converts and takes a lock on every
+    labels() call, a noticeable share of the per-event cost. Holds one entry per series, so it stays as bounded
+    as the label values are (they are capped). Only for metrics whose series are never removed."""
+
+    __slots__ = ("_cache", "_labels")
+
+    def __init__(self, metric: Any):
+        self._labels = metric.labels
+        self._cache: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._cache.get(values)
+        if child is None:
+            child = self._cache[values] = self._labels(*values)
+        return child
 
 
 class Metrics:
