@@ -10,7 +10,7 @@
 # Ports (env): BILLINGWATCH_WEBHOOK_PORT=8000 BILLINGWATCH_METRICS_PORT=9847 PROMETHEUS_PORT=9090
 #   ALERTMANAGER_PORT=9093; with --demo also DEMO_SMTP_PORT=1025 DEMO_WEBHOOK_PORT=5001 DEMO_INBOX_PORT=8025.
 # Other env: STRIPE_WEBHOOK_SECRET (else a local one is generated once), BILLINGWATCH_CONFIG (a config file),
-#   BILLINGWATCH_DATA_DIR (default .data).
+#   BILLINGWATCH_DATA_DIR (default .data), BILLINGWATCH_SKIP_INSTALL=1 (skip the install checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$(pwd)"
@@ -26,8 +26,11 @@ for arg in "$@"; do
 done
 
 . scripts/lib.sh
-ensure_debian_packages
-if [ "$DEMO" = 1 ]; then ensure_venv demo; else ensure_venv; fi
+# BILLINGWATCH_SKIP_INSTALL=1 skips the install checks (the tests, which run from an installed venv, set it).
+if [ "${BILLINGWATCH_SKIP_INSTALL:-0}" != 1 ]; then
+  ensure_debian_packages
+  if [ "$DEMO" = 1 ]; then ensure_venv demo; else ensure_venv; fi
+fi
 PY="$REPO/.venv/bin/python"
 
 DATA="${BILLINGWATCH_DATA_DIR:-$REPO/.data}"

@@ -1,0 +1,209 @@
+"""The configs every way of running uses are the repository's prometheus.yml and alertmanager.yml, addresses aside.
+
+Also checks docker-compose.yml and the Dockerfile as far as possible without a docker engine.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from scripts import stack_config
+from scripts.stack_config import REPO, differing_paths
+from tests.conftest import require_binary
+
+COMPOSE = REPO / "docker-compose.yml"
+
+
+def _shipped() -> tuple[dict[str, Any], dict[str, Any]]:
+    return stack_config.load(REPO / "prometheus.yml"), stack_config.load(REPO / "alertmanager.yml")
+
+
+def _address_paths(prom: dict[str, Any], am: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """Every key the derivation may change: targets, rule_files, SMTP smarthosts, webhook URLs."""
+    prom_paths = {"rule_files"}
+    for i, job in enumerate(prom.get("scrape_configs") or []):
+        for j, _ in enumerate(job.get("static_configs") or []):
+            prom_paths.add(f"scrape_configs[{i}].static_configs[{j}].targets")
+    for i, alerting in enumerate((prom.get("alerting") or {}).get("alertmanagers") or []):
+        for j, _ in enumerate(alerting.get("static_configs") or []):
+            prom_paths.add(f"alerting.alertmanagers[{i}].static_configs[{j}].targets")
+    am_paths = {"global.smtp_smarthost"}
+    for i, receiver in enumerate(am.get("receivers") or []):
+        for j, _ in enumerate(receiver.get("email_configs") or []):
+            am_paths.add(f"receivers[{i}].email_configs[{j}].smarthost")
+        for j, _ in enumerate(receiver.get("webhook_configs") or []):
+            am_paths.add(f"receivers[{i}].webhook_configs[{j}].url")
+    return prom_paths, am_paths
+
+
+def test_shipped_configs_use_the_agreed_local_ports() -> None:
+    """Derived for the default ports, the configs equal the shipped ones except for the rule file paths."""
+    prom, am = _shipped()
+    local_prom, local_am = stack_config.local_configs(
+        metrics_port=9847, alertmanager_port=9093, smtp_port=1025, webhook_port=5001, rules_dir=REPO / "rules"
+    )
+    assert differing_paths(prom, local_prom) == {"rule_files"}
+    assert differing_paths(am, local_am) == set()
+
+
+def test_local_configs_change_only_addresses(tmp_path: Path) -> None:
+    prom, am = _shipped()
+    local_prom, local_am = stack_config.local_configs(
+        metrics_port=19847, alertmanager_port=19093, smtp_port=11025, webhook_port=15001, rules_dir=REPO / "rules"
+    )
+    prom_paths, am_paths = _address_paths(prom, am)
+    assert differing_paths(prom, local_prom) <= prom_paths
+    assert differing_paths(am, local_am) <= am_paths
+    text = yaml.safe_dump(local_prom) + yaml.safe_dump(local_am)
+    for port in ("19847", "19093", "11025", "15001"):
+        assert port in text
+
+
+def test_docker_configs_are_current_and_change_only_addresses() -> None:
+    for name, text in stack_config.docker_texts().items():
+        assert (REPO / "docker" / name).read_text() == text, (
+            f"docker/{name} is stale: run `python scripts/stack_config.py docker`"
+        )
+    prom, am = _shipped()
+    docker_prom = stack_config.load(REPO / "docker" / "prometheus.yml")
+    docker_am = stack_config.load(REPO / "docker" / "alertmanager.yml")
+    prom_paths, am_paths = _address_paths(prom, am)
+    assert differing_paths(prom, docker_prom) <= prom_paths
+    assert differing_paths(am, docker_am) <= am_paths
+
+
+def test_derived_configs_pass_promtool_and_amtool(tmp_path: Path) -> None:
+    promtool = require_binary("promtool")
+    amtool = require_binary("amtool")
+    assert stack_config.main(["local", "--out", str(tmp_path), "--metrics-port", "19847"]) == 0
+    for args in (
+        [promtool, "check", "config", str(tmp_path / "prometheus.yml")],
+        [amtool, "check-config", str(tmp_path / "alertmanager.yml")],
+        [amtool, "check-config", str(REPO / "docker" / "alertmanager.yml")],
+    ):
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------------------------- docker compose
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith((".", "/")):
+            out.append((source, target))
+    return out
+
+
+def test_compose_services_and_mounts() -> None:
+    compose = _compose()
+    services = compose["services"]
+    assert {"exporter", "prometheus", "alertmanager", "grafana", "mailcatcher"} <= set(services)
+    for name, service in services.items():
+        for source, _ in _bind_mounts(service):
+            assert (REPO / source).exists(), f"{name} mounts {source}, which does not exist"
+        assert "image" in service or "build" in service
+    # Prometheus and Alertmanager get the derived configs, Prometheus the shipped rules.
+    prom_mounts = dict(_bind_mounts(services["prometheus"]))
+    assert prom_mounts["./docker/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    rules_target = prom_mounts["./rules"]
+    assert stack_config.DOCKER["rule_files"] == [f"{rules_target}/*.yml"]
+    assert dict(_bind_mounts(services["alertmanager"]))["./docker/alertmanager.yml"] == (
+        "/etc/alertmanager/alertmanager.yml"
+    )
+    # Grafana: the dashboards engineer's provisioning, and the JSON where that provisioning looks for it.
+    grafana = dict(_bind_mounts(services["grafana"]))
+    provider = yaml.safe_load((REPO / "dashboards/provisioning/dashboards/billingwatch.yml").read_text())
+    assert grafana["./dashboards/json"] == provider["providers"][0]["options"]["path"]
+    datasource = yaml.safe_load((REPO / "dashboards/provisioning/datasources/billingwatch.yml").read_text())
+    assert datasource["datasources"][0]["url"] == f"http://prometheus:{_container_port(services['prometheus'])}"
+
+
+def _container_port(service: dict[str, Any]) -> int:
+    """The port a service listens on inside its container, from --web.listen-address or its published ports."""
+    for arg in service.get("command", []):
+        m = re.fullmatch(r"--web\.listen-address=.*:(\d+)", str(arg))
+        if m:
+            return int(m.group(1))
+    ports = [int(str(p).rsplit(":", 1)[-1]) for p in service.get("ports", [])]
+    assert len(ports) == 1, service
+    return ports[0]
+
+
+def _targets(prom: dict[str, Any]) -> tuple[list[str], list[str]]:
+    scrape = [t for job in prom["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]]
+    alerting = [t for am in prom["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
+    return scrape, alerting
+
+
+def test_compose_addresses_agree_with_the_derived_configs() -> None:
+    services = _compose()["services"]
+    prom = stack_config.load(REPO / "docker" / "prometheus.yml")
+    am = stack_config.load(REPO / "docker" / "alertmanager.yml")
+    scrape, alerting = _targets(prom)
+    assert "exporter:9847" in scrape
+    assert alerting == ["alertmanager:9093"]
+    assert _container_port(services["alertmanager"]) == 9093
+    assert _container_port(services["prometheus"]) == 9090
+    # The exporter's private listener (Dockerfile ENV) is where Prometheus scrapes and what compose publishes.
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "BILLINGWATCH_METRICS_LISTEN=0.0.0.0:9847" in dockerfile
+    assert any(str(p).endswith(":9847") for p in services["exporter"]["ports"])
+    assert any(str(p).endswith(":8000") for p in services["exporter"]["ports"])
+    # Alertmanager's SMTP smarthosts and webhook URLs name compose services on the ports they listen on.
+    smarthosts = {am.get("global", {}).get("smtp_smarthost")} | {
+        e["smarthost"] for r in am["receivers"] for e in r.get("email_configs") or [] if "smarthost" in e
+    }
+    assert smarthosts - {None} == {"mailcatcher:1025"}  # Mailpit's SMTP port
+    urls = {w["url"] for r in am["receivers"] for w in r.get("webhook_configs") or []}
+    assert urls and all(u.startswith("http://webhook-receiver:5001/") for u in urls)
+    receiver = services["webhook-receiver"]["entrypoint"]
+    assert receiver[receiver.index("--webhook-port") + 1] == "5001"
+
+
+def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim", text, re.M)
+    user = re.findall(r"^USER (\S+)", text, re.M)
+    assert user and user[-1] not in ("root", "0")
+    health = re.search(r"^HEALTHCHECK .*?CMD (.*?)$", text, re.M | re.S)
+    assert health and "http://127.0.0.1:9847/healthz" in health.group(1)
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert "*" in ignored and "!exporter/" in ignored  # an allow-list: no .venv, .data or .git in the context
+
+
+def _compose_command() -> list[str] | None:
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30).returncode == 0:
+        return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    return [legacy] if legacy else None
+
+
+def test_docker_compose_config_validates() -> None:
+    # Only this check needs the compose plugin (or docker-compose); without either it is skipped, even in CI.
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    proc = subprocess.run(
+        [*command, "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "STRIPE_WEBHOOK_SECRET": "whsec_compose_config_check"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
