@@ -127,6 +127,7 @@ class Bench:
         self.loadgen_cpu = 1 if two_cores else None
         self.env = dict(os.environ)
         self.env["PYTHONPATH"] = str(REPO) + os.pathsep + self.env.get("PYTHONPATH", "")
+        self.flush_stats: dict[str, Any] = {}
 
     def say(self, msg: str) -> None:
         if not self.args.json_only:
@@ -203,6 +204,12 @@ class Bench:
             self.say(f"  RSS after {sent:,} events: {result['rss_mb']:.1f} MB (peak {result['rss_peak_mb']:.1f})")
             result["scrape"] = self.scrapes(mport)
             result["accepted_counted"] = self.accepted(mport)
+            result["state"] = self.flush_stats
+            self.say(
+                f"  state flushes: {result['state']['flushes']:.0f}, mean {result['state']['flush_mean_ms']:.1f} ms, "
+                f"{result['state']['flushes_over_10ms']:.0f} over 10 ms; anomalies raised: "
+                f"{result['state']['anomalies'] or 'none'}"
+            )
             t = time.perf_counter()
             code = stop(proc)
             result["shutdown_seconds"] = time.perf_counter() - t
@@ -233,8 +240,31 @@ class Bench:
 
     def accepted(self, mport: int) -> float:
         _, body = http_get(mport, "/metrics")
+        self.flush_stats = flush_stats(body)
         match = re.search(rb'^billingwatch_webhook_requests_total\{outcome="accepted"\} (\S+)$', body, re.M)
         return float(match.group(1)) if match else -1.0
+
+
+def flush_stats(metrics_text: bytes) -> dict[str, Any]:
+    """State flushes (they block the event loop) and anomalies raised, from the exporter's own metrics."""
+
+    def value(pattern: bytes) -> float:
+        match = re.search(rb"^" + pattern + rb" (\S+)$", metrics_text, re.M)
+        return float(match.group(1)) if match else 0.0
+
+    count = value(rb"billingwatch_state_flush_seconds_count")
+    total = value(rb"billingwatch_state_flush_seconds_sum")
+    over_10ms = count - value(rb'billingwatch_state_flush_seconds_bucket\{le="0.01"\}')
+    anomalies = {
+        m.group(1).decode(): float(m.group(2))
+        for m in re.finditer(rb'^billingwatch_anomalies_total\{detector="([^"]*)"\} (\S+)$', metrics_text, re.M)
+    }
+    return {
+        "flushes": count,
+        "flush_mean_ms": 1000 * total / count if count else 0.0,
+        "flushes_over_10ms": over_10ms,
+        "anomalies": anomalies,
+    }
 
 
 def summary(minimal: dict[str, Any], exp: dict[str, Any], quick: bool) -> tuple[list[tuple[str, ...]], bool]:

@@ -1,0 +1,96 @@
+"""POST-to-notification latency with the shipped configs: how long after the second charge of a duplicate the
+webhook notification arrives. Target: <= 15 s (docs/CONTRACTS.md, "Alert latency").
+
+Runs the real stack (tests/e2e/e2e_stack.py) with the shipped prometheus.yml, alertmanager.yml and rules/ (only
+addresses changed, NO shortened intervals), a real aiosmtpd SMTP server and a real aiohttp webhook receiver.
+
+Each repetition starts a fresh stack, so each duplicate charge opens a new Alertmanager group (the case the
+target is about). Afterwards, on the last stack, a second duplicate charge of another customer measures the case
+of an alert joining a group that was already notified (Alertmanager then waits for the route's group_interval).
+
+    .venv/bin/python -m bench.e2e_latency [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from exporter import samples  # noqa: E402
+from tests.e2e.e2e_stack import Stack, wait_for  # noqa: E402
+from tests.e2e.sinks import MailSink, WebhookSink, alerts_matching  # noqa: E402
+
+SECRET = "whsec_bench_e2e_latency"
+TARGET_SECONDS = 15.0
+
+
+def _duplicate(stack: Stack, customer: str) -> float:
+    """Post two charges of the same payer and amount; return the time just before the second POST."""
+    first = samples.event("charge.succeeded", samples.charge(amount=4_200, customer=customer))
+    second = samples.event("charge.succeeded", samples.charge(amount=4_200, customer=customer))
+    assert stack.post(first, samples.sign) == 200
+    t0 = time.time()
+    assert stack.post(second, samples.sign) == 200
+    return t0
+
+
+def _notified_at(hook: WebhookSink, customer: str, timeout: float) -> float:
+    def arrived() -> float | None:
+        hits = alerts_matching(hook.notifications, customer=customer)
+        return min(n.received for n, _ in hits) if hits else None
+
+    return wait_for(arrived, timeout, f"the webhook notification for {customer}", interval=0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--timeout", type=float, default=120.0, help="give up on one notification after this")
+    parser.add_argument("--skip-joined-group", action="store_true", help="skip the already-notified-group case")
+    args = parser.parse_args(argv)
+
+    mail = MailSink().start()
+    hook = WebhookSink().start()
+    latencies: list[float] = []
+    joined: float | None = None
+    workdir = Path(tempfile.mkdtemp(prefix="bw-e2e-latency-"))
+    try:
+        for run in range(args.runs):
+            stack = Stack(workdir / f"run{run}", secret=SECRET, smtp_port=mail.port, webhook_base=hook.base, fast=False)
+            stack.start()
+            try:
+                customer = f"cus_latency_{run}_{time.time_ns()}"
+                t0 = _duplicate(stack, customer)
+                latency = _notified_at(hook, customer, args.timeout) - t0
+                latencies.append(latency)
+                print(f"run {run + 1}/{args.runs}: {latency:.2f} s", flush=True)
+                if run == args.runs - 1 and not args.skip_joined_group:
+                    customer = f"cus_latency_joined_{time.time_ns()}"
+                    t0 = _duplicate(stack, customer)
+                    joined = _notified_at(hook, customer, max(args.timeout, 400.0)) - t0
+            finally:
+                stack.stop()
+    finally:
+        hook.stop()
+        mail.stop()
+
+    print(f"POST of the second charge -> webhook notification, shipped intervals, {len(latencies)} runs:")
+    print(
+        f"  min {min(latencies):.2f} s   median {statistics.median(latencies):.2f} s   "
+        f"max {max(latencies):.2f} s   (target <= {TARGET_SECONDS:.0f} s)"
+    )
+    if joined is not None:
+        print(f"  a second duplicate joining the already-notified group: {joined:.2f} s")
+    return 0 if max(latencies) <= TARGET_SECONDS else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
