@@ -1,0 +1,104 @@
+"""The rule files pass `promtool check rules`, their unit tests pass `promtool test rules`, and every alert and
+recording rule is covered by those unit tests (a new alert without a firing and a silent case fails here)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from tests.conftest import require_binary
+from tests.rules_support import (
+    RULES_DIR,
+    alerts,
+    records,
+    rule_files,
+    rule_test_cases,
+    rule_test_files,
+)
+
+SEVERITIES = {"critical", "warning", "info"}
+
+
+def test_promtool_check_rules() -> None:
+    promtool = require_binary("promtool")
+    files = [str(p) for p in rule_files()]
+    assert len(files) == 5
+    result = subprocess.run([promtool, "check", "rules", *files], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("SUCCESS") == len(files)
+
+
+def test_promtool_unit_tests_pass() -> None:
+    promtool = require_binary("promtool")
+    files = [str(p.relative_to(RULES_DIR)) for p in rule_test_files()]
+    assert files, "no promtool test files in rules/tests"
+    result = subprocess.run(
+        [promtool, "test", "rules", *files], cwd=RULES_DIR, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
+    assert result.stdout.count("SUCCESS") == len(files)
+
+
+def test_promtool_unit_tests_can_fail(tmp_path) -> None:
+    """The harness notices a wrong expectation (guards against tests that pass whatever the rules do)."""
+    promtool = require_binary("promtool")
+    text = (RULES_DIR / "tests" / "anomalies.yml").read_text()
+    text = text.replace("../billingwatch-anomalies.yml", str(RULES_DIR / "billingwatch-anomalies.yml"))
+    text = text.replace("customer cus_A has two successful charges of 49.99 USD", "customer cus_A was charged twice")
+    broken = tmp_path / "broken.yml"
+    broken.write_text(text)
+    result = subprocess.run([promtool, "test", "rules", str(broken)], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "FAILED" in result.stdout + result.stderr
+    assert "customer cus_A was charged twice" in result.stdout + result.stderr
+
+
+def _firing_cases(name: str) -> list[dict]:
+    out = []
+    for case in rule_test_cases():
+        for t in case.get("alert_rule_test", []):
+            if t["alertname"] == name and t.get("exp_alerts"):
+                out.extend(t["exp_alerts"])
+    return out
+
+
+def _silent_cases(name: str) -> int:
+    return sum(
+        1
+        for case in rule_test_cases()
+        for t in case.get("alert_rule_test", [])
+        if t["alertname"] == name and t.get("exp_alerts") == []
+    )
+
+
+@pytest.mark.parametrize("alert", alerts(), ids=lambda a: f"{a.name}-{a.severity or 'from-series'}")
+def test_every_alert_has_a_firing_and_a_silent_case(alert) -> None:
+    fired = _firing_cases(alert.name)
+    if alert.severity is not None:
+        fired = [a for a in fired if a.get("exp_labels", {}).get("severity") == alert.severity]
+    assert fired, f"{alert.name} (severity {alert.severity}) has no promtool case where it fires"
+    assert _silent_cases(alert.name), f"{alert.name} has no promtool case where it stays silent"
+    for expected in fired:
+        labels, annotations = expected.get("exp_labels", {}), expected.get("exp_annotations", {})
+        assert labels.get("detector"), f"{alert.name}: a firing case does not check the detector label"
+        assert labels.get("severity") in SEVERITIES, f"{alert.name}: a firing case does not check severity"
+        assert set(annotations) == {"summary", "description", "runbook_url"}, (
+            f"{alert.name}: a firing case must check summary, description and runbook_url exactly"
+        )
+
+
+@pytest.mark.parametrize("name", records())
+def test_every_recording_rule_has_an_expression_test(name: str) -> None:
+    pattern = re.compile(rf"(?<![\w:]){re.escape(name)}(?![\w:])")
+    exprs = [t["expr"] for case in rule_test_cases() for t in case.get("promql_expr_test", [])]
+    assert any(pattern.search(e) for e in exprs), f"recording rule {name} has no promql_expr_test"
+
+
+def test_every_test_file_loads_existing_rule_files() -> None:
+    for path in rule_test_files():
+        doc = yaml.safe_load(path.read_text())
+        for rel in doc["rule_files"]:
+            assert (path.parent / rel).resolve().is_file(), f"{path.name}: {rel} does not exist"

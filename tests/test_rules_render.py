@@ -1,0 +1,159 @@
+"""`billingwatch rules`: the committed rule files are exactly the render of the defaults, a user's config changes
+them, and the rendered rules follow the conventions (labels, annotations, names, runbook anchors)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.cli import main
+from exporter.config import ConfigError, build_config
+from exporter.rulegen.durations import format_duration, parse_duration
+from exporter.rulegen.render import GROUPS, HEADER, differences, render
+from tests.conftest import require_binary
+from tests.rules_support import RULES_DIR, RUNBOOK, alerts, all_rules, records
+
+SHORT_WINDOWS = {
+    "rules": {
+        "intervals": {"payments": "5s", "revenue": "5s", "webhooks": "5s", "exporter": "5s"},
+        "charge_failure_spike": {"window": "1m", "min_attempts": 3, "for_duration": "0s"},
+        "fraud_spike": {"window": "2m"},
+        "dispute_monthly": {"window": "10m"},
+        "refunds": {"window": "2m"},
+        "revenue_drop": {"window": "1m", "baseline_windows": 3},
+        "webhook_lag": {"window": "1m"},
+        "exporter": {"signature_failures_window": "1m", "down_for": "10s", "errors_window": "1m"},
+    }
+}
+
+
+def test_committed_rule_files_are_the_render_of_the_defaults() -> None:
+    assert differences(build_config().rules, RULES_DIR) == [], "run `billingwatch rules` and commit rules/"
+    assert sorted(p.name for p in RULES_DIR.glob("*.yml")) == sorted(GROUPS), "rules/ holds a file not rendered"
+
+
+def test_render_is_deterministic_valid_yaml_with_a_generated_header() -> None:
+    cfg = build_config().rules
+    first, second = render(cfg), render(cfg)
+    assert first == second
+    for name, text in first.items():
+        assert text.startswith(HEADER), name
+        doc = yaml.safe_load(text)
+        assert [g["name"] for g in doc["groups"]] == [name.removesuffix(".yml")]
+
+
+def test_rules_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "--check", "--output", str(RULES_DIR)]) == 0
+    out = tmp_path / "rules"
+    assert main(["rules", "--check", "--output", str(out)]) == 1
+    assert main(["rules", "--output", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(GROUPS)
+    assert main(["rules", "--check", "--output", str(out)]) == 0
+    (out / "billingwatch-revenue.yml").write_text("groups: []\n")
+    assert main(["rules", "--check", "--output", str(out)]) == 1
+    assert "billingwatch-revenue.yml: differs" in capsys.readouterr().err
+
+
+def test_user_config_with_short_windows_renders_valid_rules(tmp_path: Path) -> None:
+    """The end-to-end tests render the shipped rules with test-only short windows this way."""
+    config = tmp_path / "short.yml"
+    config.write_text(yaml.safe_dump(SHORT_WINDOWS))
+    out = tmp_path / "rules"
+    assert main(["rules", "--config", str(config), "--output", str(out)]) == 0
+    payments = (out / "billingwatch-payments.yml").read_text()
+    assert "currency:stripe_charges_failed:ratio_rate1m" in payments
+    assert 'increase(stripe_charges_total{job="billingwatch"}[1m])' in payments
+    assert "ratio_rate1h" not in payments
+    revenue = (out / "billingwatch-revenue.yml").read_text()
+    assert "[3m] offset 1m" in revenue and "/ 3" in revenue
+    promtool = require_binary("promtool")
+    result = subprocess.run(
+        [promtool, "check", "rules", *map(str, sorted(out.glob("*.yml")))], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_thresholds_come_from_the_config() -> None:
+    cfg = build_config({"rules": {"charge_failure_spike": {"max_failure_ratio": 0.25, "min_attempts": 50}}}).rules
+    text = render(cfg)["billingwatch-payments.yml"]
+    assert "currency:stripe_charges_failed:ratio_rate1h > 0.25" in text
+    assert "currency:stripe_charges:increase1h >= 50" in text
+    assert "threshold 25%, at least 50 attempts" in text
+    custom = build_config({"rules": {"runbook_base_url": "https://wiki.example.com/billing", "job": "bw"}}).rules
+    text = render(custom)["billingwatch-anomalies.yml"]
+    assert "https://wiki.example.com/billing#billingwatchduplicatecharge" in text
+    assert 'billingwatch_anomaly{job="bw",detector="duplicate_charge"}' in text
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"charge_failure_spike": {"window": "an hour"}}, "rules.charge_failure_spike.window: not a Prometheus"),
+        ({"fraud_spike": {"max_dispute_ratio": 1.5}}, "rules.fraud_spike.max_dispute_ratio: must be a fraction"),
+        ({"revenue_drop": {"warning_drop_ratio": 0.5}}, "warning_drop_ratio must be below critical_drop_ratio"),
+        ({"webhook_lag": {"min_events": -1}}, "rules.webhook_lag.min_events: must not be negative"),
+        ({"intervals": {"anomalies": "0s"}}, "rules.intervals.anomalies: must be longer than 0s"),
+        ({"job": 'a"b'}, "rules.job: must be a non-empty job name"),
+        ({"dispute_monthly": {"window": "1h"}}, "must not be shorter than rules.fraud_spike.window"),
+        ({"revenue_drop": {"typo": 1}}, "rules.revenue_drop.typo: unknown key"),
+    ],
+)
+def test_invalid_rules_config_names_the_key(section: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config({"rules": section})
+    assert any(message in e for e in info.value.errors), info.value.errors
+
+
+def test_durations_round_trip() -> None:
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("1w") == 7 * 86400
+    assert format_duration(8 * 86400) == "8d"
+    assert format_duration(7 * 86400 + 23 * 3600) == "7d23h"
+    with pytest.raises(ValueError):
+        parse_duration("5 minutes")
+
+
+def test_every_alert_follows_the_conventions() -> None:
+    runbook = RUNBOOK.read_text(encoding="utf-8")
+    anchors = {m.group(1).lower() for m in re.finditer(r"^## (BillingWatch\w+)\s*$", runbook, re.M)}
+    names = set()
+    for alert in alerts():
+        rule = alert.rule
+        names.add(alert.name)
+        assert re.fullmatch(r"BillingWatch[A-Z][A-Za-z0-9]+", alert.name)
+        annotations = rule["annotations"]
+        assert set(annotations) == {"summary", "description", "runbook_url"}, alert.name
+        assert "{{" not in annotations["summary"], f"{alert.name}: summary must be a static sentence"
+        anchor = annotations["runbook_url"].rsplit("#", 1)[1]
+        assert anchor == alert.name.lower() and anchor in anchors, f"docs/runbook.md has no entry for {alert.name}"
+        if alert.name == "BillingWatchCustomAnomaly":
+            # detector and severity come from the custom detector's gauge; a static label would overwrite them.
+            assert "labels" not in rule
+            continue
+        assert rule["labels"]["detector"], alert.name
+        assert alert.severity in {"critical", "warning"} or "billingwatch_anomaly{" in rule["expr"], alert.name
+    assert len(names) == 16
+    assert anchors == {n.lower() for n in names}, "docs/runbook.md has an entry for an alert that does not exist"
+
+
+def test_recording_rule_names_are_level_metric_operations() -> None:
+    names = records()
+    assert len(names) == len(set(names)), "a recording rule is defined twice"
+    for name in names:
+        assert re.fullmatch(r"(job|currency):[a-z_]+:[a-z0-9_]+", name), name
+    # Ratios divide recorded (aggregated) counts, never average per-series ratios.
+    for _, rule in all_rules():
+        if rule.get("record", "").split(":")[-1].startswith("ratio_"):
+            assert "avg(" not in rule["expr"] and "/" in rule["expr"], rule["record"]
+
+
+def test_in_process_anomaly_alerts_are_fast() -> None:
+    """docs/CONTRACTS.md: the anomaly group is evaluated every 5 s and its alerts fire without waiting."""
+    doc = yaml.safe_load((RULES_DIR / "billingwatch-anomalies.yml").read_text())
+    (group,) = doc["groups"]
+    assert parse_duration(group["interval"]) <= 5
+    assert all("for" not in rule for rule in group["rules"])
