@@ -287,3 +287,25 @@ def test_every_shipped_alert_links_to_an_existing_panel() -> None:
         url = f"/d/{keys[key]}?viewPanel={target['id']}"
         # The alert's name is in the regex of the label_replace() that sets this url.
         assert re.search(rf'"{re.escape(url)}", "alertname", "[^"]*\b{alert}\b', firing), (alert, url)
+
+
+def test_dashboard_urls_in_alert_annotations_point_at_the_alerts_panel() -> None:
+    """Alerts may carry `dashboard_url` = <Grafana base URL>/d/<uid>?viewPanel=<id>; it must name the alert's panel."""
+    dashboards = committed()
+    urls = alert_links.panel_urls(
+        {
+            "overview": (overview.UID, check.panels_of(dashboards[overview.UID])),
+            "operations": (operations.UID, check.panels_of(dashboards[operations.UID])),
+        }
+    )
+    linked = [
+        (rule["alert"], rule["annotations"]["dashboard_url"])
+        for doc in sources.rule_documents()
+        for group in doc.get("groups", [])
+        for rule in group["rules"]
+        if "dashboard_url" in rule.get("annotations", {})
+    ]
+    if not linked:
+        pytest.skip("no alert in rules/*.yml carries a dashboard_url annotation")
+    for alert, url in linked:
+        assert url.endswith(urls[alert]), (alert, url, urls[alert])
