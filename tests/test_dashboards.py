@@ -309,3 +309,17 @@ def test_dashboard_urls_in_alert_annotations_point_at_the_alerts_panel() -> None
         pytest.skip("no alert in rules/*.yml carries a dashboard_url annotation")
     for alert, url in linked:
         assert url.endswith(urls[alert]), (alert, url, urls[alert])
+
+
+def test_alert_panel_table_in_the_docs_is_current() -> None:
+    rows = re.findall(
+        r"^\| ([A-Za-z, ]+) \| `(/d/[\w-]+\?viewPanel=\d+)` \(", (REPO / "docs" / "dashboards.md").read_text(), re.M
+    )
+    documented = {alert.strip(): url for alerts, url in rows for alert in alerts.split(",")}
+    dashboards = committed()
+    assert documented == alert_links.panel_urls(
+        {
+            "overview": (overview.UID, check.panels_of(dashboards[overview.UID])),
+            "operations": (operations.UID, check.panels_of(dashboards[operations.UID])),
+        }
+    )
