@@ -30,6 +30,17 @@ def panel(dashboard: dict[str, Any], title: str) -> dict[str, Any]:
     return found[0]
 
 
+def committed_urls() -> dict[str, str]:
+    """alert name -> panel address, resolved against the committed JSON."""
+    dashboards = committed()
+    return alert_links.panel_urls(
+        {
+            key: (uid, check.panels_of(dashboards[uid]))
+            for key, uid in (("overview", overview.UID), ("operations", operations.UID))
+        }
+    )
+
+
 def step_values(p: dict[str, Any]) -> list[float]:
     return [s["value"] for s in p["fieldConfig"]["defaults"]["thresholds"]["steps"][1:]]
 
@@ -291,13 +302,7 @@ def test_every_shipped_alert_links_to_an_existing_panel() -> None:
 
 def test_dashboard_urls_in_alert_annotations_point_at_the_alerts_panel() -> None:
     """Alerts may carry `dashboard_url` = <Grafana base URL>/d/<uid>?viewPanel=<id>; it must name the alert's panel."""
-    dashboards = committed()
-    urls = alert_links.panel_urls(
-        {
-            "overview": (overview.UID, check.panels_of(dashboards[overview.UID])),
-            "operations": (operations.UID, check.panels_of(dashboards[operations.UID])),
-        }
-    )
+    urls = committed_urls()
     linked = [
         (rule["alert"], rule["annotations"]["dashboard_url"])
         for doc in sources.rule_documents()
@@ -316,10 +321,4 @@ def test_alert_panel_table_in_the_docs_is_current() -> None:
         r"^\| ([A-Za-z, ]+) \| `(/d/[\w-]+\?viewPanel=\d+)` \(", (REPO / "docs" / "dashboards.md").read_text(), re.M
     )
     documented = {alert.strip(): url for alerts, url in rows for alert in alerts.split(",")}
-    dashboards = committed()
-    assert documented == alert_links.panel_urls(
-        {
-            "overview": (overview.UID, check.panels_of(dashboards[overview.UID])),
-            "operations": (operations.UID, check.panels_of(dashboards[operations.UID])),
-        }
-    )
+    assert documented == committed_urls()
