@@ -10,7 +10,7 @@ from typing import Any
 
 ALERT_NAMES: dict[str, str] = {
     "charge_failure_spike": "BillingWatchChargeFailureSpike",
-    "fraud_spike": "BillingWatchFraudSpike",
+    "fraud_spike": "BillingWatchDisputeSpike",  # also BillingWatchEarlyFraudWarningSpike, ...MonthlyDisputeRatioHigh
     "revenue_drop": "BillingWatchRevenueDrop",
     "webhook_lag": "BillingWatchWebhookLag",
     "duplicate_charge": "BillingWatchDuplicateCharge",
@@ -18,7 +18,7 @@ ALERT_NAMES: dict[str, str] = {
     "silent_lapse": "BillingWatchSilentLapse",
 }
 # Alert for anomalies of custom in-process detectors (billingwatch_anomaly with any other `detector` label).
-CUSTOM_ALERT_NAME = "BillingWatchAnomaly"
+CUSTOM_ALERT_NAME = "BillingWatchCustomAnomaly"
 
 IN_PROCESS = "in-process"
 RULE = "prometheus-rule"
