@@ -157,3 +157,14 @@ def test_in_process_anomaly_alerts_are_fast() -> None:
     (group,) = doc["groups"]
     assert parse_duration(group["interval"]) <= 5
     assert all("for" not in rule for rule in group["rules"])
+
+
+def test_detector_catalog_names_alerts_that_exist() -> None:
+    """GET /api/v1/detectors names each detector's alert from exporter/detectors/catalog.py: those must exist."""
+    from exporter.detectors import catalog
+
+    names = {a.name for a in alerts()}
+    for detector, alert_name in catalog.ALERT_NAMES.items():
+        assert alert_name in names, f"{detector}: catalog names {alert_name}, which no rule defines"
+        assert any(a.name == alert_name and a.rule.get("labels", {}).get("detector") == detector for a in alerts())
+    assert catalog.CUSTOM_ALERT_NAME in names
