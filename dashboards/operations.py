@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from dashboards import model as m
-from dashboards.queries import SCOPE, per_job, recorded, sel
+from dashboards.queries import SCOPE, increase, per_job, recorded, sel
 from dashboards.sources import rules_config, seconds
 from dashboards.variables import variables
 
@@ -36,7 +36,7 @@ def build() -> dict[str, Any]:
         m.stat(
             "Events received",
             "Unique Stripe events counted in the selected time range.",
-            [m.target(f"sum(increase({sel('stripe_events_total')}[$__range]))", instant=True)],
+            [m.target(increase(sel("stripe_events_total"), "$__range"), instant=True)],
             unit="none",
             decimals=0,
         ),
@@ -76,7 +76,7 @@ def build() -> dict[str, Any]:
             m.stat(
                 title,
                 description,
-                [m.target(f"sum(increase({requests}[{window}]))", instant=True)],
+                [m.target(increase(requests, window), instant=True)],
                 unit="none",
                 decimals=0,
                 thresholds=thresholds,
@@ -183,9 +183,11 @@ def build() -> dict[str, Any]:
         m.stat(
             "Processing errors",
             "Events whose processing raised an error in the selected time range (each is logged with its stage).",
-            [m.target(f"sum(increase({sel('billingwatch_event_processing_errors_total')}[$__range]))", instant=True)],
+            [m.target(increase(sel("billingwatch_event_processing_errors_total"), "$__range"), instant=True)],
             unit="none",
             decimals=0,
+            # The counter's series (one per stage) only exist after a first error.
+            no_value="0",
             thresholds=m.steps((None, "green"), (1, "red")),
             color_mode="background",
         ),
@@ -197,7 +199,7 @@ def build() -> dict[str, Any]:
             "Label values overflowed",
             "Label values replaced by `other` because a label hit metrics.max_label_values, in the selected range. "
             "Anything above zero means bad input or a cap that is too low.",
-            [m.target(f"sum(increase({sel('billingwatch_label_values_overflowed_total')}[$__range]))", instant=True)],
+            [m.target(increase(sel("billingwatch_label_values_overflowed_total"), "$__range"), instant=True)],
             unit="none",
             decimals=0,
             thresholds=m.steps((None, "green"), (1, "orange")),
@@ -210,7 +212,7 @@ def build() -> dict[str, Any]:
         m.stat(
             "Anomaly series dropped",
             "Anomaly series dropped because detectors.max_series was reached, in the selected range.",
-            [m.target(f"sum(increase({sel('billingwatch_anomaly_series_dropped_total')}[$__range]))", instant=True)],
+            [m.target(increase(sel("billingwatch_anomaly_series_dropped_total"), "$__range"), instant=True)],
             unit="none",
             decimals=0,
             thresholds=m.steps((None, "green"), (1, "orange")),
@@ -225,7 +227,7 @@ def build() -> dict[str, Any]:
             "Events whose processing raised an error, by stage.",
             [
                 m.target(
-                    f"sum by (stage) (increase({sel('billingwatch_event_processing_errors_total')}[$__rate_interval]))",
+                    increase(sel("billingwatch_event_processing_errors_total"), "$__rate_interval", "stage"),
                     "{{stage}}",
                 )
             ],

@@ -11,7 +11,7 @@ from typing import Any
 
 from dashboards import alert_links
 from dashboards import model as m
-from dashboards.queries import ALERTS_MATCHER, per_currency, per_job, recorded, sel
+from dashboards.queries import ALERTS_MATCHER, increase, per_currency, per_job, recorded, sel
 from dashboards.sources import rules_config
 from dashboards.variables import variables
 
@@ -314,8 +314,7 @@ def build() -> dict[str, Any]:
             "Failed charge attempts by Stripe failure code (card_declined, insufficient_funds, expired_card, ...).",
             [
                 m.target(
-                    f"sum by (failure_code) (increase({sel('stripe_charges_failed_total', currency=True)}"
-                    "[$__rate_interval]))",
+                    increase(sel("stripe_charges_failed_total", currency=True), "$__rate_interval", "failure_code"),
                     "{{failure_code}}",
                 )
             ],
@@ -363,7 +362,7 @@ def build() -> dict[str, Any]:
         m.timeseries(
             "Disputes by reason",
             "Disputes opened, by reason (fraudulent, product_not_received, duplicate, ...).",
-            [m.target(f"sum by (reason) (increase({sel('stripe_disputes_total')}[$__rate_interval]))", "{{reason}}")],
+            [m.target(increase(sel("stripe_disputes_total"), "$__rate_interval", "reason"), "{{reason}}")],
             unit="none",
             stack=True,
             bars=True,
@@ -378,7 +377,7 @@ def build() -> dict[str, Any]:
             "Radar early fraud warnings (card issuers reporting fraud), by fraud type.",
             [
                 m.target(
-                    f"sum by (fraud_type) (increase({sel('stripe_early_fraud_warnings_total')}[$__rate_interval]))",
+                    increase(sel("stripe_early_fraud_warnings_total"), "$__rate_interval", "fraud_type"),
                     "{{fraud_type}}",
                 )
             ],

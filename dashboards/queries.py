@@ -23,6 +23,21 @@ def sel(metric: str, *extra: str, currency: bool = False) -> str:
     return f"{metric}{{{', '.join(matchers)}}}"
 
 
+def increase(selector: str, window: str, by: str = "") -> str:
+    """Summed increase of a counter over `window`, counting series born inside the window.
+
+    The exporter creates a labelled series (a failure code, a dispute reason, an event type, a processing stage) at
+    its first increment, so the series' first sample is already 1 and increase() alone never sees that event: for
+    rare events such as a dispute of a new reason, the only one. Series without a sample `window` earlier count with
+    their whole value (the same approach as the recording rules, exporter/rulegen/promql.py).
+    """
+    aggregate = f"sum by ({by})" if by else "sum"
+    return (
+        f"{aggregate} ((increase({selector}[{window}]) and {selector} offset {window}) "
+        f"or ({selector} unless {selector} offset {window}))"
+    )
+
+
 def per_currency(record: str) -> str:
     """A `currency:` recorded series (summed over the exporter's job, so only the currency can be chosen)."""
     return f'{record}{{currency=~"$currency"}}'

@@ -249,13 +249,15 @@ def test_metric_names_reads_selectors_not_labels_functions_or_durations() -> Non
         '1000 * (min_over_time(timestamp(billingwatch_anomaly{job=~"$job", currency=~"usd"})[1d:30s]) '
         "or timestamp(billingwatch_anomaly)) / on (currency) group_left (detector) "
         'sum by (le, currency) (rate(stripe_event_delivery_delay_seconds_bucket{outcome="up"}[5m] offset 7d)) '
-        "and currency:stripe_charges_failed:ratio_rate1h > 0.15e0 unless absent(up)"
+        "and currency:stripe_charges_failed:ratio_rate1h > 0.15e0 unless absent(up) "
+        "or stripe_disputes_total offset $__range"
     )
     assert check.metric_names(expr) == {
         "billingwatch_anomaly",
         "stripe_event_delivery_delay_seconds_bucket",
         "currency:stripe_charges_failed:ratio_rate1h",
         "up",
+        "stripe_disputes_total",
     }
     assert check.metric_names('{__name__="stripe_mrr", job="x"}') == {"stripe_mrr"}
 

@@ -248,6 +248,23 @@ def _traffic_round(s: Stack, round_no: int) -> None:
             "charge.succeeded", samples.charge(amount=1500, currency="usd", customer=f"{customer}_l"), created=now - 120
         ),
     ]
+    if round_no == 2:
+        # Label values seen for the first time: their series are born at 1 (see test_first_event_...).
+        events += [
+            samples.event(
+                "charge.failed",
+                samples.charge(
+                    amount=500, currency="usd", customer=f"{customer}_x", status="failed", failure_code="expired_card"
+                ),
+            ),
+            samples.event(
+                "charge.dispute.created", samples.dispute(charge_id=samples.new_id("ch"), reason="product_not_received")
+            ),
+            samples.event(
+                "radar.early_fraud_warning.created",
+                samples.early_fraud_warning(charge_id=samples.new_id("ch"), fraud_type="card_never_received"),
+            ),
+        ]
     # The same card charged the same amount twice within a minute: the duplicate_charge detector's case.
     double = samples.charge(amount=7700, currency="usd", customer=f"{customer}_dup", fingerprint="FpDashDouble1")
     second = {**double, "id": samples.new_id("ch")}
@@ -272,7 +289,8 @@ def traffic(stack: Stack) -> Stack:
             20,
             f"Prometheus to scrape round {round_no}",
         )
-    # Two failed USD charges per round; the recording rule counts all four once it has evaluated after the scrape.
+    # Two failed USD charges per round (and one more in round 2); the recording rule counts all five once it has
+    # evaluated after the scrape.
     _wait(lambda: traffic_recorded(stack), 20, "the recording rules to see both rounds")
     return stack
 
@@ -280,7 +298,7 @@ def traffic(stack: Stack) -> Stack:
 def traffic_recorded(stack: Stack) -> bool:
     rec = queries.recorded()
     return bool(stack.query(f'{rec.charge_failure_ratio}{{currency="usd"}}')["data"]["result"]) and bool(
-        stack.query('currency:stripe_charges_failed:increase1h{currency="usd"} >= 4')["data"]["result"]
+        stack.query('currency:stripe_charges_failed:increase1h{currency="usd"} >= 5')["data"]["result"]
     )
 
 
@@ -477,3 +495,18 @@ def test_firing_alerts_table_links_the_duplicate_charge_alert_to_the_anomaly_pan
     anomalies = _panel(overview, "Active anomalies")
     assert dup[0]["metric"]["panel_url"] == f"/d/billingwatch-overview?viewPanel={anomalies['id']}"
     assert time.time() - 120 < float(dup[0]["value"][1]) / 1000 <= time.time()  # the Since column, in ms
+
+
+@pytest.mark.parametrize(
+    ("title", "label", "value"),
+    [
+        ("Failed charges by code", "failure_code", "expired_card"),
+        ("Disputes by reason", "reason", "product_not_received"),
+        ("Early fraud warnings by type", "fraud_type", "card_never_received"),
+    ],
+)
+def test_first_event_of_a_new_label_value_is_counted(traffic: Stack, title: str, label: str, value: str) -> None:
+    """A series born at 1 (a dispute reason never seen before) shows as 1, not as the 0 plain increase() gives."""
+    panel = _panel(_dashboards()["billingwatch-overview"], title)
+    result = traffic.query(check.substitute(panel["targets"][0]["expr"], TEST_VALUES))["data"]["result"]
+    assert [float(r["value"][1]) for r in result if r["metric"].get(label) == value] == [1.0], result
