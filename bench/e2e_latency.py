@@ -14,6 +14,8 @@ of an alert joining a group that was already notified (Alertmanager then waits f
 from __future__ import annotations
 
 import argparse
+import datetime
+import random
 import statistics
 import sys
 import tempfile
@@ -30,6 +32,7 @@ from tests.e2e.sinks import MailSink, WebhookSink, alerts_matching  # noqa: E402
 
 SECRET = "whsec_bench_e2e_latency"
 TARGET_SECONDS = 15.0
+SCRAPE_INTERVAL_SECONDS = 5.0  # the shipped prometheus.yml's (docs/CONTRACTS.md)
 
 
 def _duplicate(stack: Stack, customer: str) -> float:
@@ -42,24 +45,38 @@ def _duplicate(stack: Stack, customer: str) -> float:
     return t0
 
 
-def _notified_at(hook: WebhookSink, customer: str, timeout: float) -> float:
-    def arrived() -> float | None:
+def _notified_at(hook: WebhookSink, customer: str, timeout: float) -> tuple[float, float]:
+    """(when the first notification for `customer` arrived, when Prometheus saw the alert become active)."""
+
+    def arrived() -> tuple[float, float] | None:
         hits = alerts_matching(hook.notifications, customer=customer)
-        return min(n.received for n, _ in hits) if hits else None
+        if not hits:
+            return None
+        note, alert = min(hits, key=lambda hit: hit[0].received)
+        return note.received, _rfc3339(alert["startsAt"])
 
     return wait_for(arrived, timeout, f"the webhook notification for {customer}", interval=0.05)
+
+
+def _rfc3339(value: str) -> float:
+    # Alertmanager sends nanoseconds; datetime keeps microseconds.
+    head, _, frac = value.rstrip("Z").partition(".")
+    stamp = datetime.datetime.fromisoformat(head).replace(tzinfo=datetime.UTC).timestamp()
+    return stamp + float(f"0.{frac or 0}"[:8])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=120.0, help="give up on one notification after this")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the random POST phase")
     parser.add_argument("--skip-joined-group", action="store_true", help="skip the already-notified-group case")
     args = parser.parse_args(argv)
 
     mail = MailSink().start()
     hook = WebhookSink().start()
     latencies: list[float] = []
+    rng = random.Random(args.seed)
     joined: float | None = None
     workdir = Path(tempfile.mkdtemp(prefix="bw-e2e-latency-"))
     try:
@@ -68,14 +85,22 @@ def main(argv: list[str] | None = None) -> int:
             stack.start()
             try:
                 customer = f"cus_latency_{run}_{time.time_ns()}"
+                # Stack.start() returns right after the first scrape; a real charge arrives at any point of the
+                # scrape and evaluation cycles, so wait a random part of the scrape interval first.
+                time.sleep(rng.uniform(0.0, SCRAPE_INTERVAL_SECONDS))
                 t0 = _duplicate(stack, customer)
-                latency = _notified_at(hook, customer, args.timeout) - t0
+                notified, active = _notified_at(hook, customer, args.timeout)
+                latency = notified - t0
                 latencies.append(latency)
-                print(f"run {run + 1}/{args.runs}: {latency:.2f} s", flush=True)
+                print(
+                    f"run {run + 1}/{args.runs}: {latency:.2f} s (alert active in Prometheus after "
+                    f"{active - t0:.2f} s, then Alertmanager {notified - active:.2f} s)",
+                    flush=True,
+                )
                 if run == args.runs - 1 and not args.skip_joined_group:
                     customer = f"cus_latency_joined_{time.time_ns()}"
                     t0 = _duplicate(stack, customer)
-                    joined = _notified_at(hook, customer, max(args.timeout, 400.0)) - t0
+                    joined = _notified_at(hook, customer, max(args.timeout, 400.0))[0] - t0
             finally:
                 stack.stop()
     finally:
