@@ -282,13 +282,8 @@ def traffic(stack: Stack) -> Stack:
     """Two rounds of traffic, each scraped before the next, so rates and increases over them are above zero."""
     for round_no in (1, 2):
         _traffic_round(stack, round_no)
-        _wait(
-            lambda: stack.query(f'sum(billingwatch_webhook_requests_total{{outcome="accepted"}}) >= {stack.accepted}')[
-                "data"
-            ]["result"],
-            20,
-            f"Prometheus to scrape round {round_no}",
-        )
+        accepted = f'sum(billingwatch_webhook_requests_total{{outcome="accepted"}}) >= {stack.accepted}'
+        _wait(lambda q=accepted: stack.query(q)["data"]["result"], 20, f"Prometheus to scrape round {round_no}")
     # Two failed USD charges per round (and one more in round 2); the recording rule counts all five once it has
     # evaluated after the scrape.
     _wait(lambda: traffic_recorded(stack), 20, "the recording rules to see both rounds")
