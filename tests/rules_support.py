@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,14 @@ def rule_test_files() -> list[Path]:
     return sorted(RULE_TESTS_DIR.glob("*.yml"))
 
 
-def load(path: Path) -> dict[str, Any]:
+@functools.cache
+def _load_cached(path: Path, mtime: float) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def load(path: Path) -> dict[str, Any]:
+    # Parsed once per file version: the coverage tests read every test file for every alert.
+    return _load_cached(path, path.stat().st_mtime)
 
 
 def all_rules() -> list[tuple[str, dict[str, Any]]]:
