@@ -145,12 +145,10 @@ FAST_ALERTMANAGER = {"group_wait": "1s", "group_interval": "1s"}
 
 def fast_prometheus(cfg: dict[str, Any]) -> dict[str, Any]:
     """Test-only: scrape and evaluate every second (the rule groups' own intervals are shortened separately)."""
-    glob = cfg.setdefault("global", {})
-    glob["scrape_interval"] = FAST_PROMETHEUS_SECONDS
-    glob["evaluation_interval"] = FAST_PROMETHEUS_SECONDS
-    for job in cfg.get("scrape_configs", []):
-        for key in ("scrape_interval", "scrape_timeout"):
-            job.pop(key, None)
+    for section in [cfg.setdefault("global", {}), *cfg.get("scrape_configs", [])]:
+        for key in ("scrape_interval", "scrape_timeout", "evaluation_interval"):
+            if key in section or section is cfg["global"]:
+                section[key] = FAST_PROMETHEUS_SECONDS
     return cfg
 
 

@@ -20,7 +20,7 @@ import pytest
 from exporter import samples
 from tests.conftest import SECRET, make_event, require_binary, sign
 from tests.e2e.e2e_stack import Stack, wait_for
-from tests.e2e.rendered_rules import render_test_rules
+from tests.e2e.rendered_rules import E2E_CONFIG, render_test_rules
 from tests.e2e.sinks import MailSink, WebhookSink, alerts_matching
 
 NOTIFY_TIMEOUT = 45.0  # fast mode notifies within ~5 s; generous for a loaded 2-core CI machine
@@ -67,6 +67,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         webhook_base=hook.base,
         fast=True,
         rules_dir=rules_dir,
+        exporter_config=E2E_CONFIG,
         prometheus_bin=prometheus,
         alertmanager_bin=alertmanager,
     )
