@@ -8,6 +8,9 @@ from exporter.money import THREE_DECIMAL, ZERO_DECIMAL
 from exporter.rulegen.config import RulesConfig
 from exporter.rulegen.durations import format_duration, parse_duration
 
+# How far before a window counter_increase() looks for earlier samples of a series (cost grows with it).
+MAX_BIRTH_LOOKBACK_SECONDS = 86400
+
 
 def sel(cfg: RulesConfig, metric: str, *matchers: str) -> str:
     """`metric{job="...",matchers...}`: every selector is limited to the exporter's scrape job."""
@@ -21,16 +24,20 @@ def counter_increase(selector: str, window: str, by: str, offset: str = "") -> s
 
     The exporter creates a labelled series (a dispute reason, a failure code, a new currency) at its first
     increment, so the series' first sample is already 1 and plain increase() never sees that first event. Series
-    that had a sample at the window's start take increase() (which handles counter resets); series born inside
-    the window count with their whole value.
+    with samples before the window take increase() (which handles counter resets); series with none in the
+    stretch before the window (as long as the window, at most a day) were born inside it and count with their
+    whole value. Looking back a whole stretch rather than one instant keeps a scrape gap at the window's start
+    (a Prometheus restart) from making an old series look new and counting its entire history.
     """
     at = f" offset {offset}" if offset else ""
     start = format_duration(parse_duration(window) + (parse_duration(offset) if offset else 0))
+    before = format_duration(min(parse_duration(window), MAX_BIRTH_LOOKBACK_SECONDS))
+    existed = f"present_over_time({selector}[{before}] offset {start})"
     return (
         f"sum by ({by}) (\n"
-        f"    (increase({selector}[{window}]{at}) and {selector} offset {start})\n"
+        f"    (increase({selector}[{window}]{at}) and {existed})\n"
         f"  or\n"
-        f"    ({selector}{at} unless {selector} offset {start})\n"
+        f"    ({selector}{at} unless {existed})\n"
         f")"
     )
 
