@@ -12,6 +12,7 @@ import yaml
 from tests.conftest import require_binary
 from tests.rules_support import (
     RULES_DIR,
+    AlertRule,
     alerts,
     records,
     rule_files,
@@ -82,20 +83,40 @@ def _silent_cases(name: str) -> int:
     )
 
 
-@pytest.mark.parametrize("alert", alerts(), ids=lambda a: f"{a.name}-{a.severity or 'from-series'}")
-def test_every_alert_has_a_firing_and_a_silent_case(alert) -> None:
+def coverage_problems(alert: AlertRule) -> list[str]:
+    """What the promtool tests fail to check about `alert` (empty when it has both kinds of case)."""
+    problems = []
     fired = _firing_cases(alert.name)
     if alert.severity is not None:
         fired = [a for a in fired if a.get("exp_labels", {}).get("severity") == alert.severity]
-    assert fired, f"{alert.name} (severity {alert.severity}) has no promtool case where it fires"
-    assert _silent_cases(alert.name), f"{alert.name} has no promtool case where it stays silent"
+    if not fired:
+        problems.append(f"{alert.name} (severity {alert.severity}) has no promtool case where it fires")
+    if not _silent_cases(alert.name):
+        problems.append(f"{alert.name} has no promtool case where it stays silent")
     for expected in fired:
         labels, annotations = expected.get("exp_labels", {}), expected.get("exp_annotations", {})
-        assert labels.get("detector"), f"{alert.name}: a firing case does not check the detector label"
-        assert labels.get("severity") in SEVERITIES, f"{alert.name}: a firing case does not check severity"
-        assert set(annotations) == {"summary", "description", "runbook_url"}, (
-            f"{alert.name}: a firing case must check summary, description and runbook_url exactly"
-        )
+        if not labels.get("detector"):
+            problems.append(f"{alert.name}: a firing case does not check the detector label")
+        if labels.get("severity") not in SEVERITIES:
+            problems.append(f"{alert.name}: a firing case does not check severity")
+        if set(annotations) != {"summary", "description", "runbook_url"}:
+            problems.append(f"{alert.name}: a firing case must check summary, description and runbook_url exactly")
+    return problems
+
+
+@pytest.mark.parametrize("alert", alerts(), ids=lambda a: f"{a.name}-{a.severity or 'from-series'}")
+def test_every_alert_has_a_firing_and_a_silent_case(alert: AlertRule) -> None:
+    assert coverage_problems(alert) == []
+
+
+def test_an_alert_without_cases_is_reported() -> None:
+    """Adding an alert (or a second severity of one) without promtool cases fails the suite."""
+    new = AlertRule("BillingWatchSomethingNew", "warning", {}, "billingwatch-payments.yml")
+    assert len(coverage_problems(new)) == 2
+    unchecked_severity = AlertRule("BillingWatchChargeFailureSpike", "critical", {}, "billingwatch-payments.yml")
+    assert coverage_problems(unchecked_severity) == [
+        "BillingWatchChargeFailureSpike (severity critical) has no promtool case where it fires"
+    ]
 
 
 @pytest.mark.parametrize("name", records())
