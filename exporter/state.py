@@ -3,11 +3,19 @@
 Writes are batched in memory and flushed at least every `flush_interval` seconds (a crash loses at most that
 much), and on shutdown. Memory stays bounded: only the ids of the current batch are held in Python; lookups of
 older ids go to SQLite's index.
+
+`flush()` writes synchronously. `flush_in_background()` (the service's periodic flush) writes the batch from a
+worker thread on a second connection, so the event loop keeps answering webhooks meanwhile (a second's batch
+takes milliseconds to write: a pause every request arriving meanwhile would wait for). Until its transaction is
+committed, a batch stays visible to lookups in memory ("in flight"); one lock orders every write, so batches
+reach the database in the order they were taken.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,20 +42,42 @@ CREATE INDEX IF NOT EXISTS kv_updated ON kv (ns, updated);
 _DELETED = object()
 
 
+class _Batch:
+    """Writes taken out of the pending maps for one transaction; visible to lookups until committed."""
+
+    __slots__ = ("committed", "kv", "seen")
+
+    def __init__(self, seen: dict[str, int], kv: dict[tuple[str, str], Any]):
+        self.seen = seen
+        self.kv = kv
+        self.committed = False
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves around each batch.
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    # NORMAL with WAL survives a process crash (only power loss can drop the last transaction).
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
 class StateStore:
     def __init__(self, path: str | Path, *, retention_seconds: int = 4 * 86400):
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.retention_seconds = retention_seconds
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves around each batch.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL with WAL survives a process crash (only power loss can drop the last transaction).
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        # Lookups use _db on the caller's thread; every write goes through _wdb under _write_lock. A database in
+        # memory exists once per connection, so there both are the same connection and writes stay synchronous.
+        self._db = _connect(self.path)
         self._db.executescript(_SCHEMA)
+        self._in_memory = self.path == ":memory:" or self.path.startswith("file::memory:")
+        self._wdb = self._db if self._in_memory else _connect(self.path)
+        self._write_lock = threading.Lock()
         self._pending_seen: dict[str, int] = {}
         self._pending_kv: dict[tuple[str, str], Any] = {}
+        self._inflight: list[_Batch] = []  # oldest first
         self._closed = False
 
     # -- seen event ids --------------------------------------------------------------------------------------
@@ -56,6 +86,9 @@ class StateStore:
         """True if `event_id` was seen before; otherwise remember it and return False."""
         if event_id in self._pending_seen:
             return True
+        for batch in self._inflight:
+            if event_id in batch.seen:
+                return True
         row = self._db.execute("SELECT 1 FROM seen_events WHERE id = ?", (event_id,)).fetchone()
         if row is not None:
             return True
@@ -64,7 +97,7 @@ class StateStore:
 
     def seen_count(self) -> int:
         (n,) = self._db.execute("SELECT count(*) FROM seen_events").fetchone()
-        return n + len(self._pending_seen)
+        return n + len(self._pending_seen) + sum(len(b.seen) for b in self._inflight if not b.committed)
 
     # -- key/value state for detectors -----------------------------------------------------------------------
 
@@ -76,6 +109,11 @@ class StateStore:
 
     def get(self, ns: str, key: str) -> Any:
         pending = self._pending_kv.get((ns, key), None)
+        if pending is None:
+            for batch in reversed(self._inflight):  # newest first
+                pending = batch.kv.get((ns, key), None)
+                if pending is not None:
+                    break
         if pending is _DELETED:
             return None
         if pending is not None:
@@ -85,7 +123,10 @@ class StateStore:
 
     def items(self, ns: str) -> Iterator[tuple[str, Any]]:
         """Every (key, value) of a namespace, pending writes included."""
-        pending = {k: v for (n, k), v in self._pending_kv.items() if n == ns}
+        pending: dict[str, Any] = {}
+        for batch in self._inflight:  # oldest first: newer writes replace older ones
+            pending.update((k, v) for (n, k), v in batch.kv.items() if n == ns)
+        pending.update((k, v) for (n, k), v in self._pending_kv.items() if n == ns)
         for key, blob in self._db.execute("SELECT key, value FROM kv WHERE ns = ?", (ns,)):
             if key in pending:
                 continue
@@ -98,15 +139,82 @@ class StateStore:
 
     @property
     def dirty(self) -> bool:
-        return bool(self._pending_seen or self._pending_kv)
+        """Whether some write is not on disk yet (pending, or in a background flush still running)."""
+        return bool(self._pending_seen or self._pending_kv) or any(not b.committed for b in self._inflight)
 
     def flush(self, now: float | None = None) -> None:
-        if self._closed or not self.dirty:
+        """Write every pending change, and wait for a background flush in progress: on return all is on disk."""
+        if self._closed:
             return
+        batch = self._take()
+        with self._write_lock:
+            if batch is not None:
+                self._commit_or_restore(batch, now)
+
+    async def flush_in_background(self, now: float | None = None) -> None:
+        """Like flush(), but the writing happens in a worker thread while the event loop goes on."""
+        if self._closed:
+            return
+        if self._in_memory:
+            self.flush(now)
+            return
+        batch = self._take()
+        if batch is None:
+            return
+        # Taken on the loop thread, released by the worker: a later flush() waits for this batch to be written.
+        self._write_lock.acquire()
+        future = asyncio.get_running_loop().run_in_executor(None, self._write_and_release, batch, now)
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The write goes on (close() waits for it through the lock); keep the batch visible until it ends.
+            future.add_done_callback(lambda f: self._settle(batch, f.exception() if not f.cancelled() else None))
+            raise
+        except Exception as exc:
+            self._settle(batch, exc)
+            raise
+        self._settle(batch, None)
+
+    def _take(self) -> _Batch | None:
+        if not (self._pending_seen or self._pending_kv):
+            return None
+        batch = _Batch(self._pending_seen, self._pending_kv)
+        self._pending_seen = {}
+        self._pending_kv = {}
+        self._inflight.append(batch)
+        return batch
+
+    def _commit_or_restore(self, batch: _Batch, now: float | None) -> None:
+        try:
+            self._write(batch, now)
+        except BaseException as exc:
+            self._settle(batch, exc)
+            raise
+        self._settle(batch, None)
+
+    def _write_and_release(self, batch: _Batch, now: float | None) -> None:
+        try:
+            self._write(batch, now)
+        finally:
+            self._write_lock.release()
+
+    def _settle(self, batch: _Batch, error: BaseException | None) -> None:
+        """On the caller's thread, after a batch's transaction: forget it, or on failure make it pending again."""
+        if batch in self._inflight:
+            self._inflight.remove(batch)
+        if error is not None:
+            # Not on disk: pending again, for the next flush; writes made since then are newer and win.
+            for event_id, received in batch.seen.items():
+                self._pending_seen.setdefault(event_id, received)
+            for key, value in batch.kv.items():
+                self._pending_kv.setdefault(key, value)
+
+    def _write(self, batch: _Batch, now: float | None) -> None:
+        """One transaction on the writer connection; the caller holds _write_lock."""
         now_i = int(now if now is not None else time.time())
-        seen = list(self._pending_seen.items())
-        kv = list(self._pending_kv.items())
-        db = self._db
+        seen = list(batch.seen.items())
+        kv = list(batch.kv.items())
+        db = self._wdb
         db.execute("BEGIN")
         try:
             if seen:
@@ -125,26 +233,28 @@ class StateStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        # Only forget the batch once it is on disk (flush runs on the event loop with no await inside, so
-        # nothing can have been added meanwhile).
-        self._pending_seen.clear()
-        self._pending_kv.clear()
+        batch.committed = True
 
     def prune(self, now: float) -> int:
         """Forget ids older than the retention; returns how many were dropped."""
         cutoff = int(now - self.retention_seconds)
-        cur = self._db.execute("DELETE FROM seen_events WHERE received < ?", (cutoff,))
-        return cur.rowcount
+        with self._write_lock:
+            cur = self._wdb.execute("DELETE FROM seen_events WHERE received < ?", (cutoff,))
+            return cur.rowcount
 
     def prune_namespace(self, ns: str, older_than: float) -> int:
         """Forget key/value entries of `ns` last written before `older_than` (unix seconds)."""
         self.flush()
-        cur = self._db.execute("DELETE FROM kv WHERE ns = ? AND updated < ?", (ns, int(older_than)))
-        return cur.rowcount
+        with self._write_lock:
+            cur = self._wdb.execute("DELETE FROM kv WHERE ns = ? AND updated < ?", (ns, int(older_than)))
+            return cur.rowcount
 
     def close(self) -> None:
         if self._closed:
             return
         self.flush()
         self._closed = True
-        self._db.close()
+        with self._write_lock:
+            if self._wdb is not self._db:
+                self._wdb.close()
+            self._db.close()
