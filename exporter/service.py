@@ -91,7 +91,8 @@ class Service:
             try:
                 self.ingestor.tick(now)
                 with self.metrics.state_flush_seconds.time():
-                    self.state.flush(now)
+                    # Written from a worker thread: webhooks keep being answered during the write.
+                    await self.state.flush_in_background(now)
                 if now >= next_prune:
                     next_prune = now + PRUNE_INTERVAL_SECONDS
                     self.state.prune(now)
