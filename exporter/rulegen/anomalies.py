@@ -27,6 +27,7 @@ AMOUNT = query_value(
 
 def group(cfg: RulesConfig) -> dict[str, Any]:
     active = cfg.anomalies.for_duration
+    keep = cfg.anomalies.keep_firing_for
 
     def anomaly(name: str, detector: str, summary: str, description: str) -> dict[str, Any]:
         matcher = 'detector="' + detector + '"'
@@ -35,6 +36,7 @@ def group(cfg: RulesConfig) -> dict[str, Any]:
             name,
             f"{sel(cfg, 'billingwatch_anomaly', matcher)} > 0",
             for_duration=active,
+            keep_firing_for=keep,
             labels={"detector": detector},
             summary=summary,
             description=description,
@@ -68,6 +70,7 @@ def group(cfg: RulesConfig) -> dict[str, Any]:
             "BillingWatchCustomAnomaly",
             f"{sel(cfg, 'billingwatch_anomaly', custom_matcher)} > 0",
             for_duration=active,
+            keep_firing_for=keep,
             labels={},
             summary="A custom in-process detector reported an anomaly.",
             description="Detector {{ $labels.detector }} reported {{ $labels.reason }} for "

@@ -24,6 +24,7 @@ class GroupIntervals:
 @dataclass(frozen=True)
 class AnomalyRules:
     for_duration: str
+    keep_firing_for: str
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,8 @@ class RulesConfig:
         return errors
 
 
-# Field-name conventions checked for every section: durations parse and are positive (`for_duration` may be 0s),
+# Field-name conventions checked for every section: durations parse and are positive (`for_duration` and
+# `keep_firing_for` may be 0s),
 # ratios lie in (0, 1], counts are not negative.
 def _check_tree(obj: object, where: str, errors: list[str]) -> None:
     for field in dataclasses.fields(obj):  # type: ignore[arg-type]
@@ -149,7 +151,7 @@ def _check_tree(obj: object, where: str, errors: list[str]) -> None:
             except ValueError as exc:
                 errors.append(f"{loc}: {exc}")
                 continue
-            if seconds <= 0 and field.name != "for_duration":
+            if seconds <= 0 and field.name not in ("for_duration", "keep_firing_for"):
                 errors.append(f"{loc}: must be longer than 0s")
         elif isinstance(value, float) and ("ratio" in field.name) and not 0 < value <= 1:
             errors.append(f"{loc}: must be a fraction above 0 and at most 1 (0.15 is 15 %)")

@@ -55,10 +55,13 @@ def alert(
     labels: dict[str, str],
     summary: str,
     description: str,
+    keep_firing_for: str = "0s",
 ) -> dict[str, Any]:
     rule: dict[str, Any] = {"alert": name, "expr": expr}
     if parse_duration(for_duration) > 0:
         rule["for"] = for_duration
+    if parse_duration(keep_firing_for) > 0:
+        rule["keep_firing_for"] = keep_firing_for
     rule["labels"] = labels
     rule["annotations"] = {
         "summary": summary,
