@@ -12,10 +12,14 @@
 # Other env: STRIPE_WEBHOOK_SECRET (else a local one is generated once), BILLINGWATCH_CONFIG (a config file),
 #   BILLINGWATCH_DATA_DIR (default .data), BILLINGWATCH_SKIP_INSTALL=1 (skip the install checks).
 set -euo pipefail
+# Paths given relative to where the command was run from, before moving to the repository.
+abspath() { (cd "$(dirname "$1")" && printf '%s/%s\n' "$(pwd)" "$(basename "$1")"); }
+if [ -n "${BILLINGWATCH_CONFIG:-}" ]; then BILLINGWATCH_CONFIG="$(abspath "$BILLINGWATCH_CONFIG")"; export BILLINGWATCH_CONFIG; fi
+if [ -n "${BILLINGWATCH_DATA_DIR:-}" ]; then mkdir -p "$BILLINGWATCH_DATA_DIR"; BILLINGWATCH_DATA_DIR="$(abspath "$BILLINGWATCH_DATA_DIR")"; fi
 cd "$(dirname "$0")/.."
 REPO="$(pwd)"
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 DEMO=0
 for arg in "$@"; do
   case "$arg" in
@@ -75,7 +79,14 @@ export STRIPE_WEBHOOK_SECRET
 RUN_DIR="$DATA/run"
 LOGS="$DATA/logs"
 mkdir -p "$RUN_DIR" "$LOGS" "$DATA/prometheus" "$DATA/alertmanager"
-"$PY" scripts/stack_config.py local --out "$RUN_DIR" --metrics-port "$METRICS_PORT" \
+# With a config file of your own, the rules are rendered from its `rules:` section; otherwise rules/ (the defaults).
+RULES_DIR="$REPO/rules"
+if [ -n "${BILLINGWATCH_CONFIG:-}" ]; then
+  RULES_DIR="$RUN_DIR/rules"
+  rm -rf "$RULES_DIR"
+  "$REPO/.venv/bin/billingwatch" rules --config "$BILLINGWATCH_CONFIG" --output "$RULES_DIR" >/dev/null
+fi
+"$PY" scripts/stack_config.py local --out "$RUN_DIR" --rules-dir "$RULES_DIR" --metrics-port "$METRICS_PORT" \
   --alertmanager-port "$ALERTMANAGER_PORT" --smtp-port "$SMTP_PORT" --webhook-port "$RECEIVER_PORT"
 
 PIDS=()

@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("local", help="write prometheus.yml and alertmanager.yml for the local ports into --out")
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--rules-dir", type=Path, default=REPO / "rules", help="directory of the rule files to load")
     for name, default in (
         ("metrics-port", 9847),
         ("alertmanager-port", 9093),
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             alertmanager_port=args.alertmanager_port,
             smtp_port=args.smtp_port,
             webhook_port=args.webhook_port,
-            rules_dir=REPO / "rules",
+            rules_dir=args.rules_dir,
         )
         (args.out / "prometheus.yml").write_text(
             dump(prom, GENERATED_HEADER.format(mode="local", name="prometheus.yml"))
