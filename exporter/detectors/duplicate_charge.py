@@ -4,9 +4,10 @@
 counts once however it is seen: redelivered events, `charge.succeeded` then `charge.captured` of an authorised
 charge, and any other event naming the same charge id are one charge.
 
-Hot-path cost is one dict lookup and one batched state write per successful charge. In memory each remembered
-charge costs only a hash and a time bucket; the full entries (charge ids, times) live in the StateStore and are
-read back only when a payer/amount/currency key repeats, which is rare.
+Cost on the hot path: one hash, one dict lookup and one list append per successful charge. Memory per remembered
+charge is about 170 bytes (a 64-bit hash of payer|currency|amount -> a compact bytes record). Persistence writes
+one StateStore row per tick holding that second's charges, not one row per charge (SQLite rows are the expensive
+part of a flush); a restart reads those rows back.
 """
 
 from __future__ import annotations
@@ -23,8 +24,20 @@ from exporter.stripe_shapes import get_int, get_str
 
 NS = "duplicate_charge"
 BUCKET_SECONDS = 10
-PERSIST_PRUNE_INTERVAL = 60.0
 EVENT_TYPES = frozenset(("charge.succeeded", "charge.captured"))
+
+
+def _entries(value: bytes) -> list[tuple[int, int, str]]:
+    """(created, received second, charge id) of each charge remembered under one key."""
+    out = []
+    for line in value.split(b"\n"):
+        created, received, charge_id = line.split(b" ", 2)
+        out.append((int(created), int(received), charge_id.decode()))
+    return out
+
+
+def _pack(created: int, received: int, charge_id: str) -> bytes:
+    return f"{created} {received} {charge_id}".encode()
 
 
 class DuplicateChargeDetector:
@@ -36,12 +49,16 @@ class DuplicateChargeDetector:
         self.severity = config.severity
         self.window = config.window_seconds
         self.horizon = config.window_seconds + config.late_arrival_seconds
-        # hash(key) -> newest reception bucket holding a charge under that key.
-        self._index: dict[int, int] = {}
+        # hash("payer|currency|amount") -> b"created received charge_id" lines. A 64-bit hash collision between
+        # two keys would merge them; at 10^6 remembered charges its odds are about 10^-7.
+        self._index: dict[int, bytes] = {}
         # (bucket, [hash, ...]) in reception order, for pruning without scanning the index.
         self._buckets: deque[tuple[int, list[int]]] = deque()
-        self._cutoff = float("-inf")
-        self._next_persist_prune = 0.0
+        # Charges seen since the last tick, written as one row at the next tick.
+        self._chunk: list[list[Any]] = []
+        self._chunk_seq = 0
+        # (newest reception time in the row, row key) of the rows on disk, oldest first, to delete them in time.
+        self._rows: deque[tuple[int, str]] = deque()
         board.precreate(self.name)
         self._restore()
 
@@ -69,43 +86,42 @@ class DuplicateChargeDetector:
         if payer is None:
             return
         key = f"{payer}|{currency}|{amount}"
-        h = hash(key)
-        bucket = int(received) // BUCKET_SECONDS
-        entry = [charge_id, created, int(received)]
-        if h not in self._index:
-            self._index[h] = bucket
-            self._note(bucket, h)
-            self.state.put(NS, key, [entry])
-            return
-        # Rare path: this payer paid this amount recently (or a hash collided): compare exactly.
-        stored = [e for e in (self.state.get(NS, key) or []) if e[2] >= self._cutoff]
-        if any(e[0] == charge_id for e in stored):
+        partner = self._remember(hash(key), created, int(received), charge_id)
+        if partner is False:
             return  # the same charge again
-        partner = min(
-            (e for e in stored if abs(e[1] - created) <= self.window),
-            key=lambda e: abs(e[1] - created),
-            default=None,
-        )
-        stored.append(entry)
-        self.state.put(NS, key, stored)
-        if self._index[h] != bucket:
-            self._index[h] = bucket
-            self._note(bucket, h)
+        self._chunk.append([key, charge_id, created, int(received)])
         if partner is not None:
             self._report(charge, charge_id, created, partner, payer, customer, currency, amount, received)
 
-    def _note(self, bucket: int, h: int) -> None:
+    def _remember(self, h: int, created: int, received: int, charge_id: str) -> tuple[int, int, str] | bool | None:
+        """Add a charge under its key; returns the closest earlier charge within the window, None, or False when
+        this very charge was already remembered."""
+        line = _pack(created, received, charge_id)
+        current = self._index.get(h)
+        partner = None
+        if current is None:
+            self._index[h] = line
+        else:
+            # Rare: this payer paid this amount recently.
+            entries = _entries(current)
+            if any(e[2] == charge_id for e in entries):
+                return False
+            close = [e for e in entries if abs(e[0] - created) <= self.window]
+            partner = min(close, key=lambda e: abs(e[0] - created)) if close else None
+            self._index[h] = current + b"\n" + line
+        bucket = received // BUCKET_SECONDS
         if self._buckets and self._buckets[-1][0] == bucket:
             self._buckets[-1][1].append(h)
         else:
             self._buckets.append((bucket, [h]))
+        return partner
 
     def _report(
         self,
         charge: dict[str, Any],
         charge_id: str,
         created: int,
-        partner: list[Any],
+        partner: tuple[int, int, str],
         payer: str,
         customer: str | None,
         currency: str,
@@ -113,9 +129,9 @@ class DuplicateChargeDetector:
         received: float,
     ) -> None:
         major = to_major(amount, currency)
-        apart = abs(created - partner[1])
+        apart = abs(created - partner[0])
         who = customer or f"guest {payer}"
-        first, second = sorted(([partner[0], partner[1]], [charge_id, created]), key=lambda e: e[1])
+        first, second = sorted(((partner[2], partner[0]), (charge_id, created)), key=lambda e: e[1])
         self.board.raise_anomaly(
             self.name,
             "same_amount",
@@ -136,32 +152,45 @@ class DuplicateChargeDetector:
         )
 
     def tick(self, now: float) -> None:
-        self._cutoff = now - self.horizon
-        oldest_kept = int(self._cutoff) // BUCKET_SECONDS
+        if self._chunk:
+            self._chunk_seq += 1
+            row_key = f"{int(now):012d}-{self._chunk_seq}"
+            self.state.put(NS, row_key, self._chunk)
+            self._rows.append((max(e[3] for e in self._chunk), row_key))
+            self._chunk = []
+        cutoff = int(now - self.horizon)
+        oldest_kept = cutoff // BUCKET_SECONDS
         index = self._index
         while self._buckets and self._buckets[0][0] < oldest_kept:
-            bucket, hashes = self._buckets.popleft()
+            _, hashes = self._buckets.popleft()
             for h in hashes:
-                if index.get(h, bucket + 1) <= bucket:
+                value = index.get(h)
+                if value is None:
+                    continue
+                kept = [e for e in _entries(value) if e[1] >= cutoff]
+                if not kept:
                     del index[h]
-        if now >= self._next_persist_prune:
-            self._next_persist_prune = now + PERSIST_PRUNE_INTERVAL
-            # Flush on our clock first: prune_namespace compares flush times, which must share the tick's clock.
-            self.state.flush(now)
-            self.state.prune_namespace(NS, self._cutoff)
+                elif len(kept) < value.count(b"\n") + 1:
+                    index[h] = b"\n".join(_pack(*e) for e in kept)
+        # Rows whose charges are all past the horizon go, through the same batched writes as everything else.
+        while self._rows and self._rows[0][0] < cutoff:
+            self.state.delete(NS, self._rows.popleft()[1])
 
     @property
     def remembered(self) -> int:
         return len(self._index)
 
     def _restore(self) -> None:
-        entries: list[tuple[int, int]] = []
-        for key, stored in self.state.items(NS):
-            if not isinstance(stored, list) or not stored:
-                continue
-            newest = max(int(e[2]) for e in stored)
-            entries.append((newest // BUCKET_SECONDS, hash(key)))
-        entries.sort()
-        for bucket, h in entries:
-            self._index[h] = bucket
-            self._note(bucket, h)
+        rows = []
+        stored = []
+        for row_key, chunk in self.state.items(NS):
+            if isinstance(chunk, list):
+                entries = [e for e in chunk if isinstance(e, list) and len(e) == 4]
+                rows.extend(entries)
+                stored.append((max((int(e[3]) for e in entries), default=0), row_key))
+        self._rows.extend(sorted(stored))
+        # Row keys made after a restart must not overwrite restored rows of the same second.
+        self._chunk_seq = max((int(k.rsplit("-", 1)[1]) for _, k in stored if "-" in k), default=0)
+        rows.sort(key=lambda e: e[3])
+        for key, charge_id, created, received in rows:
+            self._remember(hash(key), int(created), int(received), str(charge_id))

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from exporter.detectors.board import AnomalyBoard
 from exporter.detectors.config import SUBSCRIPTION_STATUSES, SubscriptionsConfig
+from exporter.detectors.journal import Journal
 from exporter.detectors.subscription_shapes import invoice_paid_through, read_subscription
 from exporter.labels import LabelCap
 from exporter.money import to_major
@@ -141,6 +142,7 @@ class SubscriptionLedger:
         self.mrr_statuses = frozenset(config.mrr_statuses)
         self.ended_retention = config.ended_retention_seconds
         self.subs: dict[str, Sub] = {}
+        self._journal = Journal(state, NS)
         self._orphans: OrderedDict[str, Sub] = OrderedDict()
         self._open_invoices: dict[str, str] = {}  # open renewal invoice id -> subscription id (pre-basil charges)
         self._next_sweep = float("-inf")
@@ -162,8 +164,9 @@ class SubscriptionLedger:
             "Active subscriptions currently silently lapsed (unpaid renewal or no payment past the grace period).",
             registry=registry,
         )
-        for status in SUBSCRIPTION_STATUSES:
-            self.g_subs.labels(status)
+        # Children cached: .labels() costs more than the update itself on the hot path.
+        self._status_child = {status: self.g_subs.labels(status) for status in SUBSCRIPTION_STATUSES}
+        self._mrr_child: dict[str, Any] = {}
         self._status_counts: dict[str, int] = {}
         self._mrr_minor: dict[str, float] = {}
         board.precreate(self.name)
@@ -209,6 +212,7 @@ class SubscriptionLedger:
         if rec is None:
             rec = self._orphans.pop(sub_id, None) or Sub()
             self.subs[sub_id] = rec
+            self._journal.track(sub_id)
         else:
             self._uncount(rec)
         rec.first_seen = min(rec.first_seen, created)
@@ -289,7 +293,7 @@ class SubscriptionLedger:
             rec.open_since = 0
 
     def _save(self, sub_id: str, rec: Sub) -> None:
-        self.state.put(NS, sub_id, rec.dump())
+        self._journal.changed(sub_id)
 
     # -- gauges ----------------------------------------------------------------------------------------------
 
@@ -304,14 +308,29 @@ class SubscriptionLedger:
             return
         n = self._status_counts.get(label, 0) + sign
         self._status_counts[label] = n
-        self.g_subs.labels(label).set(n)
+        self._status_gauge(label).set(n)
         if rec.status in self.mrr_statuses and rec.currency and rec.monthly > 0:
-            currency = self._cap_currency(rec.currency)
-            if currency == "other":
+            child = self._mrr_gauge(rec.currency)
+            if child is None:
                 return
             value = self._mrr_minor.get(rec.currency, 0.0) + sign * rec.monthly
             self._mrr_minor[rec.currency] = value
-            self.g_mrr.labels(currency).set(to_major(round(value), rec.currency))
+            child.set(to_major(round(value), rec.currency))
+
+    def _status_gauge(self, label: str) -> Any:
+        child = self._status_child.get(label)
+        if child is None:
+            child = self._status_child[label] = self.g_subs.labels(label)
+        return child
+
+    def _mrr_gauge(self, currency: str) -> Any:
+        child = self._mrr_child.get(currency)
+        if child is None:
+            label = self._cap_currency(currency)
+            if label == "other":
+                return None  # never add amounts of different currencies
+            child = self._mrr_child[currency] = self.g_mrr.labels(label)
+        return child
 
     def _uncount(self, rec: Sub) -> None:
         self._count(rec, -1)
@@ -333,18 +352,18 @@ class SubscriptionLedger:
         self._status_counts = counts
         self._mrr_minor = mrr
         for label, n in counts.items():
-            self.g_subs.labels(label).set(n)
+            self._status_gauge(label).set(n)
         for currency, value in mrr.items():
-            label = self._cap_currency(currency)
-            if label != "other":
-                self.g_mrr.labels(label).set(to_major(round(value), currency))
+            child = self._mrr_gauge(currency)
+            if child is not None:
+                child.set(to_major(round(value), currency))
         # Series that no subscription feeds any more go to 0 (a currency's MRR stays visible as 0).
         for status in old_statuses - set(self._status_counts):
-            self.g_subs.labels(status).set(0)
+            self._status_gauge(status).set(0)
         for currency in old_currencies - set(self._mrr_minor):
-            label = self._cap_currency(currency)
-            if label != "other":
-                self.g_mrr.labels(label).set(0)
+            child = self._mrr_gauge(currency)
+            if child is not None:
+                child.set(0)
 
     # -- silent lapse ----------------------------------------------------------------------------------------
 
@@ -406,7 +425,7 @@ class SubscriptionLedger:
         for sub_id in forget:
             rec = self.subs.pop(sub_id)
             self._uncount(rec)
-            self.state.delete(NS, sub_id)
+            self._journal.deleted(sub_id)
         self.lapsed_count = lapsed
         self.g_lapsed.set(lapsed)
         self._recount()
@@ -449,16 +468,22 @@ class SubscriptionLedger:
         if now >= self._next_sweep:
             self._next_sweep = now + self.sweep_interval
             self.sweep(now)
+        self._journal.write(self._dump)
+
+    def _dump(self, sub_id: str) -> list[Any]:
+        return self.subs[sub_id].dump()
 
     # -- restart ---------------------------------------------------------------------------------------------
 
     def _restore(self) -> None:
         self.payments_seen = bool(self.state.get(META_NS, "payments_seen"))
-        for sub_id, values in self.state.items(NS):
-            if not isinstance(values, list):
-                continue
-            rec = Sub.load(values)
-            self.subs[sub_id] = rec
+        for sub_id, values in self._journal.replay():
+            if isinstance(values, list):
+                self.subs[sub_id] = Sub.load(values)
+            else:
+                self.subs.pop(sub_id, None)
+        for sub_id, rec in self.subs.items():
+            self._journal.track(sub_id)
             if rec.open_invoice:
                 self._open_invoices[rec.open_invoice] = sub_id
             if rec.lapsed:
