@@ -11,7 +11,7 @@ import email.policy
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -129,15 +129,6 @@ def _free_port() -> int:
     from tests.e2e.e2e_stack import free_port
 
     return free_port()
-
-
-@dataclass
-class Seen:
-    """One alert instance as notified: identified by its labels and startsAt; `statuses` in arrival order."""
-
-    labels: dict[str, str]
-    starts_at: str
-    statuses: list[str] = field(default_factory=list)
 
 
 def alerts_matching(notifications: list[Notification], **labels: str) -> list[tuple[Notification, dict[str, Any]]]:

@@ -276,7 +276,15 @@ def test_exporter_restart_mid_stream_counts_once_and_does_not_storm(env: Env) ->
     for event in first_half:
         assert env.post(event) == 200
 
+    stopped = time.time()
     assert env.stack.exporter.stop() == 0  # SIGTERM: finish requests, flush state, exit 0
+    # Down long enough for Prometheus to notice (a failed scrape), as in a real restart or deploy.
+    wait_for(
+        lambda: env.stack.query_value(f'up{{instance="127.0.0.1:{env.stack.metrics_port}"}}') == 0,
+        NOTIFY_TIMEOUT,
+        "Prometheus to see the exporter down",
+        interval=0.2,
+    )
     env.stack.start_exporter()
     restarted = time.time()
 
@@ -300,3 +308,12 @@ def test_exporter_restart_mid_stream_counts_once_and_does_not_storm(env: Env) ->
     assert {a["startsAt"] for a in alerts if a["status"] == "firing"} == {alerts[0]["startsAt"]}
     assert [a for a in alerts if a["status"] == "resolved"] == []
     assert all(n.received >= restarted for n, _ in alerts_matching(env.hook.notifications, customer=cus))
+    # The restart itself notifies nobody: the anomalies raised before it neither resolve nor fire again.
+    others = [
+        (a["labels"].get("customer"), a["status"], a["startsAt"])
+        for n in env.hook.notifications
+        if n.received >= stopped
+        for a in n.alerts
+        if a["labels"].get("customer") not in (cus, sentinel)
+    ]
+    assert others == []
