@@ -163,6 +163,11 @@ async def test_detectors_api_lists_all_seven_with_where_they_run_and_their_alert
     for name, d in by_name.items():
         assert d["alert"] == catalog.ALERT_NAMES[name]
         assert d["description"]
+        # The main alert name is one the shipped rules really define for this detector.
+        assert d["alert"] in [a["alert"] for a in d["alerts"]], (name, d["alerts"])
+    fraud_alerts = {a["alert"] for a in by_name["fraud_spike"]["alerts"]}
+    assert {"BillingWatchDisputeSpike", "BillingWatchEarlyFraudWarningSpike"} <= fraud_alerts
+    assert by_name["charge_failure_spike"]["thresholds"]  # read generically from the rules: section
     assert by_name["duplicate_charge"]["thresholds"]["window_seconds"] == 120
     assert by_name["negative_invoice"]["thresholds"]["reversal_threshold"] == 500.0
     assert by_name["silent_lapse"]["thresholds"]["grace_seconds"] == 3 * 86400
@@ -232,6 +237,7 @@ async def test_custom_detector_is_listed_by_the_detectors_api(tmp_path):
     assert custom["class"] == "tests.detector_example:BigChargeDetector"
     assert custom["thresholds"] == {"min_amount": 1000.0, "currency": "usd"}
     assert custom["alert"] == catalog.CUSTOM_ALERT_NAME
+    assert [a["alert"] for a in custom["alerts"]] == [catalog.CUSTOM_ALERT_NAME]
     assert len(body["detectors"]) == 8
 
 

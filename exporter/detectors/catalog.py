@@ -1,6 +1,7 @@
-"""The seven detectors BillingWatch ships, where each runs and the alert it raises.
+"""The seven detectors BillingWatch ships, where each runs and the alerts it raises.
 
-Alert names live here and only here on the detector side; exporter/rulegen must use the same ones.
+ALERT_NAMES is the detector side's one list of alert names (the main alert of each detector); the API also
+reads the rules exporter/rulegen renders, so what it shows is what Prometheus will evaluate.
 """
 
 from __future__ import annotations
@@ -64,3 +65,30 @@ def rule_settings(rules_config: Any) -> tuple[dict[str, dict[str, Any]], dict[st
                 claimed.add(key)
     shared = {k: v for k, v in doc.items() if k not in claimed}
     return per, shared
+
+
+def rule_alerts(rules_config: Any) -> dict[str, list[dict[str, Any]]]:
+    """{detector label: [{alert, severity, for}]} from the rules rendered for this config; {} when rulegen is
+    unavailable. Alerts without a detector label (the custom-detector alert) are listed under "custom"."""
+    try:
+        from exporter.rulegen.render import GROUPS
+
+        groups = [build(rules_config) for build in GROUPS.values()]
+    except Exception:
+        return {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for group in groups:
+        for rule in group.get("rules", []):
+            name = rule.get("alert")
+            if not name:
+                continue
+            labels = rule.get("labels") or {}
+            out.setdefault(labels.get("detector", "custom"), []).append(
+                {
+                    "alert": name,
+                    "severity": labels.get("severity", "from the anomaly"),
+                    "for": rule.get("for", "0s"),
+                    "group": group.get("name"),
+                }
+            )
+    return out

@@ -83,6 +83,7 @@ def build_detectors(config: Config, registry: CollectorRegistry, state: StateSto
 
 def describe_detectors(config: Config, detector_set: DetectorSet) -> list[dict[str, Any]]:
     rules, shared = catalog.rule_settings(config.rules)
+    alerts = catalog.rule_alerts(config.rules)
     out: list[dict[str, Any]] = []
     for name in catalog.RULE_KEYWORDS:
         out.append(
@@ -92,6 +93,7 @@ def describe_detectors(config: Config, detector_set: DetectorSet) -> list[dict[s
                 "enabled": True,
                 "alert": catalog.ALERT_NAMES[name],
                 "description": catalog.DESCRIPTIONS[name],
+                "alerts": alerts.get(name, []),
                 "thresholds": rules.get(name, {}),
                 "shared_rule_settings": shared,
             }
@@ -115,6 +117,7 @@ def describe_detectors(config: Config, detector_set: DetectorSet) -> list[dict[s
                 "enabled": section.enabled,
                 "alert": catalog.ALERT_NAMES[name],
                 "description": catalog.DESCRIPTIONS[name],
+                "alerts": alerts.get(name, []),
                 "thresholds": {**thresholds, **common},
                 "metric": f'billingwatch_anomaly{{detector="{name}"}}',
             }
@@ -130,6 +133,7 @@ def describe_detectors(config: Config, detector_set: DetectorSet) -> list[dict[s
                 "class": spec.factory,
                 "enabled": True,
                 "alert": catalog.CUSTOM_ALERT_NAME,
+                "alerts": alerts.get("custom", []),
                 "description": (detector.__doc__ or "").strip().splitlines()[0] if detector.__doc__ else "",
                 "thresholds": describe() if callable(describe) else dict(spec.options),
                 "metric": f'billingwatch_anomaly{{detector="{spec.name}"}}',
