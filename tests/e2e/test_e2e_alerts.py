@@ -121,21 +121,26 @@ def test_duplicate_charge_notifies_by_email_and_webhook(env: Env) -> None:
     assert env.post(charge(cus, 4_999)) == 200
     assert env.post(charge(cus, 4_999)) == 200  # a different charge id, same payer, amount and currency
 
-    alerts = env.notified(detector="duplicate_charge", customer=cus)
-    labels = alerts[0]["labels"]
-    assert labels["severity"] in ("critical", "warning", "info")
-    assert labels["alertname"]
-    assert alerts[0]["annotations"].get("summary")
-    env.mailed(cus, "duplicate_charge")
+    alert = env.notified(detector="duplicate_charge", customer=cus)[0]
+    assert alert["labels"]["alertname"] == "BillingWatchDuplicateCharge"
+    assert alert["labels"]["severity"] == "critical"
+    assert alert["labels"]["currency"] == "usd"
+    assert f"customer {cus}" in alert["annotations"]["description"]
+    assert "49.99 USD" in alert["annotations"]["description"]
+    assert alert["annotations"]["runbook_url"].endswith("#billingwatchduplicatecharge")
+    env.mailed(cus, "duplicate_charge", "BillingWatchDuplicateCharge")
 
 
 def test_negative_invoice_notifies_by_email_and_webhook(env: Env) -> None:
     cus = customer("neg")
-    assert env.post(negative_invoice(cus)) == 200
+    event = negative_invoice(cus)
+    assert env.post(event) == 200
 
-    alerts = env.notified(detector="negative_invoice", customer=cus)
-    assert alerts[0]["labels"]["alertname"]
-    env.mailed(cus, "negative_invoice")
+    alert = env.notified(detector="negative_invoice", customer=cus)[0]
+    assert alert["labels"]["alertname"] == "BillingWatchNegativeInvoice"
+    assert alert["labels"]["invoice"] == event["data"]["object"]["id"]
+    assert event["data"]["object"]["id"] in alert["annotations"]["description"]
+    env.mailed(cus, "negative_invoice", "BillingWatchNegativeInvoice")
 
 
 def test_clean_stream_notifies_nobody(env: Env) -> None:
