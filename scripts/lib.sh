@@ -16,8 +16,12 @@ ensure_debian_packages() {
     echo "installing Debian packages: ${missing[*]}" >&2
     need_root apt-get update -qq
     need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian's packages start their own services where systemd runs, on the very ports run.sh uses (9090, 9093);
+    # BillingWatch starts its own, so the services that this install just started are stopped and disabled.
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+      need_root systemctl disable --now prometheus prometheus-alertmanager >/dev/null 2>&1 || true
+    fi
   fi
-  # Debian's packages start their own services where an init system runs them; ours are started by hand.
 }
 
 ensure_venv() {

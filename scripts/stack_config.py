@@ -238,10 +238,17 @@ def main(argv: list[str] | None = None) -> int:
                 taken.append(f"  {name or 'port'} {hostport}: {problem}")
         if taken:
             print(
-                "error: these ports are not free (stop what uses them, or choose other ports, see --help):",
+                "error: these ports are not free (stop what uses them, or choose other ports: ./scripts/run.sh --help):",
                 file=sys.stderr,
             )
             print("\n".join(taken), file=sys.stderr)
+            if any(line.lstrip().startswith(("prometheus ", "alertmanager ")) for line in taken):
+                print(
+                    "  (Debian's own prometheus or prometheus-alertmanager service may hold them: "
+                    "`sudo systemctl disable --now prometheus prometheus-alertmanager`, or set PROMETHEUS_PORT / "
+                    "ALERTMANAGER_PORT)",
+                    file=sys.stderr,
+                )
             return 1
         return 0
     missing = wait_ready(args.urls, args.timeout)
