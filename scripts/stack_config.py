@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 taken.append(f"  {name or 'port'} {hostport}: {problem}")
         if taken:
             print(
-                "error: these ports are not free (stop what uses them, or choose other ports: ./scripts/run.sh --help):",
+                "error: these ports are not free (stop what uses them, or choose others: ./scripts/run.sh --help):",
                 file=sys.stderr,
             )
             print("\n".join(taken), file=sys.stderr)
