@@ -207,3 +207,28 @@ def test_docker_compose_config_validates() -> None:
         env={"PATH": "/usr/bin:/bin:/usr/local/bin", "STRIPE_WEBHOOK_SECRET": "whsec_compose_config_check"},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_e2e_configs_differ_from_the_shipped_ones_only_where_documented(tmp_path: Path) -> None:
+    """The e2e stack's configs: addresses, plus in fast mode only the timing keys its file header names."""
+    from tests.e2e.e2e_stack import FAST_ALERTMANAGER, Stack
+
+    prom, am = _shipped()
+    prom_paths, am_paths = _address_paths(prom, am)
+    for fast in (False, True):
+        stack = Stack(
+            tmp_path / f"fast-{fast}", secret="whsec_x", smtp_port=1, webhook_base="http://127.0.0.1:2", fast=fast
+        )
+        derived_prom = yaml.safe_load(stack.prometheus_yml.read_text())
+        derived_am = yaml.safe_load(stack.alertmanager_yml.read_text())
+        prom_diff = differing_paths(prom, derived_prom) - prom_paths
+        am_diff = differing_paths(am, derived_am) - am_paths
+        if not fast:
+            assert prom_diff == set() and am_diff == set()
+            continue
+        assert all(
+            p.rsplit(".", 1)[-1] in ("scrape_interval", "scrape_timeout", "evaluation_interval") for p in prom_diff
+        )
+        assert all(p.rsplit(".", 1)[-1] in FAST_ALERTMANAGER for p in am_diff)
+        header = stack.alertmanager_yml.read_text().split("\n\n")[0]
+        assert all(f"{key}=" in header for key in FAST_ALERTMANAGER)
