@@ -50,6 +50,7 @@ INBOX_PORT="${DEMO_INBOX_PORT:-8025}"
 
 # The webhook listener is public by default (Stripe, or `stripe listen`, must reach it); the rest stays local.
 WEBHOOK_LISTEN="${BILLINGWATCH_LISTEN:-0.0.0.0:$WEBHOOK_PORT}"
+WEBHOOK_PORT="${WEBHOOK_LISTEN##*:}"
 METRICS_LISTEN="127.0.0.1:$METRICS_PORT"
 
 ports=("webhook=$WEBHOOK_LISTEN" "metrics=$METRICS_LISTEN" "prometheus=127.0.0.1:$PROMETHEUS_PORT"
@@ -67,11 +68,13 @@ if [ -z "${STRIPE_WEBHOOK_SECRET:-}" ]; then
     (umask 077 && "$PY" -c 'import secrets; print("whsec_local_" + secrets.token_hex(24))' >"$SECRET_FILE")
   fi
   STRIPE_WEBHOOK_SECRET="$(cat "$SECRET_FILE")"
-  SECRET_NOTE="generated for local use, stored in $SECRET_FILE"
+  # Only a secret generated here is shown: it is good for this machine alone. A real one is never printed.
+  SECRET_NOTE="generated for local use, stored in $SECRET_FILE:
+    $STRIPE_WEBHOOK_SECRET"
   TRIGGER_ENV="STRIPE_WEBHOOK_SECRET=\$(cat $SECRET_FILE) "
 else
   TRIGGER_ENV=""
-  SECRET_NOTE="from STRIPE_WEBHOOK_SECRET"
+  SECRET_NOTE="from STRIPE_WEBHOOK_SECRET (not shown)"
 fi
 export STRIPE_WEBHOOK_SECRET
 
@@ -155,8 +158,7 @@ BillingWatch is running (logs in $LOGS, data in $DATA). Ctrl-C stops everything.
   Prometheus                http://127.0.0.1:$PROMETHEUS_PORT/alerts
   Alertmanager              http://127.0.0.1:$ALERTMANAGER_PORT/#/alerts
 
-  Signing secret ($SECRET_NOTE):
-    $STRIPE_WEBHOOK_SECRET
+  Signing secret: $SECRET_NOTE
   Send a test event (from another terminal):
     $TRIGGER_ENV.venv/bin/billingwatch trigger charge.succeeded --url http://127.0.0.1:$WEBHOOK_PORT/webhooks/stripe
   With a Stripe account (real events from your test mode), in another terminal:
