@@ -18,6 +18,7 @@ import email.policy
 import html
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -224,11 +225,14 @@ def demo_events() -> list[tuple[str, dict[str, Any]]]:
         out.append((f"invoice.paid {cus}", samples.event("invoice.paid", inv)))
     declined = samples.charge(amount=1_500, customer="cus_demo_linus", status="failed", failure_code="card_declined")
     out.append(("charge.failed cus_demo_linus card_declined", samples.event("charge.failed", declined)))
+    # A new customer id on every run, so that each demo run produces a new alert and email (a repeat of the same
+    # anomaly within the hour is, rightly, not notified again).
+    double = f"cus_demo_double_{secrets.token_hex(3)}"
     for n in (1, 2):
-        ch = samples.charge(amount=12_000, currency="usd", customer="cus_demo_double")
+        ch = samples.charge(amount=12_000, currency="usd", customer=double)
         out.append(
             (
-                f"charge.succeeded cus_demo_double 120.00 usd (#{n}: a DUPLICATE charge)",
+                f"charge.succeeded {double} 120.00 usd (#{n}: a DUPLICATE charge)",
                 samples.event("charge.succeeded", ch),
             )
         )
