@@ -22,6 +22,8 @@ otherwise make every subscription look unpaid).
 
 from __future__ import annotations
 
+import sys
+import zlib
 from collections import OrderedDict
 from typing import Any
 
@@ -47,7 +49,7 @@ ENDED_STATUSES = frozenset(("canceled", "incomplete_expired"))
 PAID_TYPES = frozenset(("invoice.paid", "invoice.payment_succeeded"))
 SETTLED_TYPES = frozenset(("invoice.voided", "invoice.marked_uncollectible", "invoice.deleted"))
 RENEWAL_REASONS = frozenset(("subscription_cycle",))
-KEEP_SETTLED = 4
+KEEP_SETTLED = 3
 NEG_INF = -(2**62)
 
 
@@ -99,7 +101,9 @@ class Sub:
         self.period_end: int | None = None
         self.period_start: int | None = None
         self.send_invoice_days = -1
-        self.settled: list[str] = []
+        # crc32 of the last few invoices paid, voided or marked uncollectible: a late "open" copy of one of them
+        # must not reopen it. Ints, not ids: this is per subscription, and there may be 100,000s of them.
+        self.settled: list[int] = []
         self.snap_created = NEG_INF
         self.status: str | None = None
         self.trial_end: int | None = None
@@ -112,6 +116,10 @@ class Sub:
         sub = cls()
         for name, value in zip(cls.FIELDS, values, strict=False):
             setattr(sub, name, value)
+        if isinstance(sub.status, str):
+            sub.status = sys.intern(sub.status)
+        if isinstance(sub.currency, str):
+            sub.currency = sys.intern(sub.currency)
         return sub
 
     def view(self, sub_id: str) -> dict[str, Any]:
@@ -220,9 +228,10 @@ class SubscriptionLedger:
             view = read_subscription(obj)
             status = view.status or ("canceled" if event_type == "customer.subscription.deleted" else None)
             rec.snap_created = created
-            rec.status = status or rec.status
+            # Interned: a handful of distinct values shared by every record.
+            rec.status = sys.intern(status) if status else rec.status
             rec.customer = view.customer or rec.customer
-            rec.currency = view.currency or rec.currency
+            rec.currency = sys.intern(view.currency) if view.currency else rec.currency
             rec.monthly = view.monthly_minor
             rec.interval_s = view.interval_seconds or rec.interval_s
             rec.period_start = view.period_start
@@ -267,7 +276,7 @@ class SubscriptionLedger:
             and invoice.get("billing_reason") in RENEWAL_REASONS
             and (get_int(invoice, "amount_remaining") or get_int(invoice, "amount_due") or 0) > 0
             and rec.open_invoice is None
-            and invoice_id not in rec.settled
+            and zlib.crc32(invoice_id.encode()) not in rec.settled
         ):
             rec.open_invoice = invoice_id
             rec.open_amount = get_int(invoice, "amount_remaining") or get_int(invoice, "amount_due") or 0
@@ -284,8 +293,9 @@ class SubscriptionLedger:
     def _settle(self, rec: Sub, invoice_id: str, *, paid_at: int | None = None) -> None:
         if paid_at is not None and paid_at > rec.last_payment:
             rec.last_payment = paid_at
-        if invoice_id not in rec.settled:
-            rec.settled = [*rec.settled[-(KEEP_SETTLED - 1) :], invoice_id]
+        mark = zlib.crc32(invoice_id.encode())
+        if mark not in rec.settled:
+            rec.settled = [*rec.settled[-(KEEP_SETTLED - 1) :], mark]
         if rec.open_invoice == invoice_id:
             self._open_invoices.pop(invoice_id, None)
             rec.open_invoice = None
@@ -424,6 +434,8 @@ class SubscriptionLedger:
                 self._report(sub_id, rec, found[0], now)
         for sub_id in forget:
             rec = self.subs.pop(sub_id)
+            if rec.open_invoice:
+                self._open_invoices.pop(rec.open_invoice, None)
             self._uncount(rec)
             self._journal.deleted(sub_id)
         self.lapsed_count = lapsed
