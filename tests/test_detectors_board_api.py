@@ -302,3 +302,24 @@ def test_every_detector_setting_has_a_default():
     assert config.detectors.subscriptions.grace_seconds == 3 * 86400
     assert config.detectors.max_series == 200 and config.detectors.anomaly_ttl_seconds == 3600.0
     assert config.detectors.custom == []
+
+
+async def test_duplicate_across_a_real_stop_and_start(tmp_path):
+    # The service's own shutdown path (stop: last tick, flush, close) must keep the window and the alert.
+    config = make_config(tmp_path / "s.sqlite3")
+    now = int(time.time())
+    async with running_exporter(config) as ex:
+        assert (
+            await ex.post_event(samples.event("charge.succeeded", samples.charge(customer="cus_Rst", created=now)))
+            == 200
+        )
+    async with running_exporter(config) as ex:
+        second = samples.charge(customer="cus_Rst", created=now + 1)
+        assert await ex.post_event(samples.event("charge.succeeded", second)) == 200
+        assert ex.value("billingwatch_anomalies_total", {"detector": "duplicate_charge"}) == 1
+    async with running_exporter(config) as ex:
+        labels = anomaly_labels("duplicate_charge", "critical", "same_amount", customer="cus_Rst", currency="usd")
+        assert ex.value("billingwatch_anomaly", labels) == 1  # still active after another restart
+        async with ex.session.get(f"{ex.private}/api/v1/anomalies") as resp:
+            (found,) = (await resp.json())["anomalies"]
+        assert found["details"]["charge_ids"][1] == second["id"]
