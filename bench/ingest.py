@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -115,6 +116,30 @@ def running(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subproce
             stop(proc)
 
 
+class RssSampler(threading.Thread):
+    """(accepted events, RSS MB) every few seconds during the fill: how memory grows with the events."""
+
+    def __init__(self, pid: int, mport: int, every: float = 10.0):
+        super().__init__(daemon=True)
+        self.pid, self.mport, self.every = pid, mport, every
+        self.samples: list[tuple[int, float]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.every):
+            try:
+                _, body = http_get(self.mport, "/metrics")
+                match = re.search(rb'^billingwatch_webhook_requests_total\{outcome="accepted"\} (\S+)$', body, re.M)
+                accepted = int(float(match.group(1))) if match else -1
+                self.samples.append((accepted, round(status_kb(self.pid, "VmRSS") / 1024, 1)))
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, workdir: Path):
         self.args = args
@@ -192,7 +217,13 @@ class Bench:
             remaining = max(0, a.events - sent)
             if remaining:
                 self.say(f"  loading {remaining:,} more events ({a.events:,} in total) ...")
-                fill = self.loadgen("saturate", port, '"accepted"', count=remaining)
+                sampler = RssSampler(proc.pid, mport)
+                sampler.start()
+                try:
+                    fill = self.loadgen("saturate", port, '"accepted"', count=remaining)
+                finally:
+                    sampler.stop()
+                result["rss_trajectory"] = sampler.samples
                 sent += fill["sent"]
                 result["fill"] = fill
                 self.say(f"  ... at {fill['rate']:,.0f} events/s")
@@ -246,7 +277,7 @@ class Bench:
 
 
 def flush_stats(metrics_text: bytes) -> dict[str, Any]:
-    """State flushes (they block the event loop) and anomalies raised, from the exporter's own metrics."""
+    """Periodic state flushes (written from a worker thread) and anomalies raised, from the exporter's metrics."""
 
     def value(pattern: bytes) -> float:
         match = re.search(rb"^" + pattern + rb" (\S+)$", metrics_text, re.M)
