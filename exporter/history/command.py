@@ -131,7 +131,7 @@ def _simulate(args: argparse.Namespace) -> int:
         return 2
     from exporter.history.simulate import run_live
 
-    secret = args.secret or (os.environ.get("STRIPE_WEBHOOK_SECRET") or "").split(",")[0].strip()
+    secret = _secret(args)
     if not secret:
         _err("billingwatch simulate: no secret: pass --secret or set STRIPE_WEBHOOK_SECRET")
         return 2
@@ -182,6 +182,120 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+# -- replay --------------------------------------------------------------------------------------------------------
+
+
+def _replay_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help='JSON lines: Stripe events, or {"received": <unix s>, "event": {...}}')
+    p.add_argument("--url", required=True, help="webhook URL, e.g. http://127.0.0.1:8000/webhooks/stripe")
+    p.add_argument("--secret", help="signing secret (default: the first of STRIPE_WEBHOOK_SECRET)")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, help="replay the recorded gaps this many times faster (default 1)")
+    pace.add_argument("--max", action="store_true", help="send back to back, as fast as the exporter answers")
+    p.add_argument(
+        "--rebase",
+        action="store_true",
+        help="shift event `created` times so the history ends now (otherwise the exporter sees their real age)",
+    )
+    p.add_argument("--concurrency", type=int, default=16, help="requests in flight at most (default 16)")
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from exporter.history.events_file import HistoryFileError
+    from exporter.history.replay import run_replay
+
+    secret = _secret(args)
+    if not secret:
+        _err("billingwatch replay: no secret: pass --secret or set STRIPE_WEBHOOK_SECRET")
+        return 2
+    if args.speed is not None and args.speed <= 0:
+        _err("billingwatch replay: --speed must be positive")
+        return 2
+    try:
+        return run_replay(
+            args.file, url=args.url, secret=secret, speed=args.speed, as_fast_as_possible=args.max,
+            rebase=args.rebase, concurrency=max(1, args.concurrency), log=_err,
+        )  # fmt: skip
+    except HistoryFileError as exc:
+        _err(f"billingwatch replay: {exc}")
+        return 1
+
+
+def _secret(args: argparse.Namespace) -> str:
+    return args.secret or (os.environ.get("STRIPE_WEBHOOK_SECRET") or "").split(",")[0].strip()
+
+
+# -- fetch-events --------------------------------------------------------------------------------------------------
+
+
+def _fetch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", default="30d", help="how far back: 30d, 12h or a unix timestamp (default 30d)")
+    p.add_argument(
+        "--type",
+        action="append",
+        default=[],
+        dest="types",
+        metavar="TYPE",
+        help="only this event type (repeatable, up to 20; one type may be a wildcard such as invoice.*)",
+    )
+    p.add_argument("--output", "-o", help="write to this file instead of stdout (needed for --resume)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted fetch: append to --output after the last event it holds",
+    )
+    p.add_argument(
+        "--api-base",
+        default=os.environ.get("STRIPE_API_BASE"),
+        help="Stripe API base URL (env STRIPE_API_BASE; default Stripe's own; for tests and proxies)",
+    )
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    import stripe
+
+    from exporter.history.fetch import fetch_events, last_event_id, make_client, parse_since
+
+    api_key = os.environ.get("STRIPE_API_KEY", "").strip()
+    if not api_key:
+        _err("billingwatch fetch-events: set STRIPE_API_KEY (a restricted key with read access to Events is enough)")
+        return 2
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        _err(f"billingwatch fetch-events: {exc}")
+        return 2
+    if len(args.types) > 20:
+        _err("billingwatch fetch-events: at most 20 --type values (a Stripe API limit)")
+        return 2
+    starting_after = None
+    if args.resume:
+        if not args.output:
+            _err("billingwatch fetch-events: --resume needs --output FILE")
+            return 2
+        starting_after = last_event_id(Path(args.output))
+        if starting_after:
+            _err(f"fetch-events: resuming after {starting_after}")
+    client = make_client(api_key, args.api_base)
+    _err(f"fetch-events: listing events created since {_iso(since)}")
+    try:
+        if args.output:
+            with open(args.output, "ab" if args.resume else "wb") as out:
+                fetch_events(client, out, since=since, types=args.types, starting_after=starting_after, log=_err)
+        else:
+            fetch_events(client, sys.stdout.buffer, since=since, types=args.types, log=_err)
+    except stripe.AuthenticationError:
+        _err("billingwatch fetch-events: Stripe refused the API key (401)")
+        return 1
+    except stripe.PermissionError:
+        _err("billingwatch fetch-events: the API key may not read events (403): grant Events: read")
+        return 1
+    except stripe.StripeError as exc:
+        _err(f"billingwatch fetch-events: Stripe API error: {exc.user_message or type(exc).__name__}")
+        return 1
+    return 0
+
+
 COMMANDS: list[Command] = [
     (
         "backtest",
@@ -194,5 +308,12 @@ COMMANDS: list[Command] = [
         "send realistic signed traffic with injected anomalies, or write a history file",
         _simulate_args,
         _simulate,
+    ),
+    ("replay", "re-send recorded events to a running exporter, freshly signed", _replay_args, _replay),
+    (
+        "fetch-events",
+        "list your Stripe events (last 30 days) as JSON lines, for backtests; needs STRIPE_API_KEY",
+        _fetch_args,
+        _fetch,
     ),
 ]

@@ -127,6 +127,13 @@ class HistoryGenerator:
         self._recent_charges: list[dict[str, Any]] = []
         # Windows in which normal traffic is altered by an anomaly: (start, end, kind).
         self._windows: list[tuple[float, float, str]] = []
+        # How long the spike anomalies last, and how late lagged deliveries arrive. Live simulations shrink these
+        # to fit their duration (see simulate.py).
+        self.spike_seconds = 2400.0
+        self.lag_range = (900.0, 2400.0)
+        self.redelivery_delay = (60.0, 2 * HOUR)
+        self.duplicate_gap = 95.0
+        self.live = False
 
     # -- ids and envelopes ------------------------------------------------------------------------------------
 
@@ -142,12 +149,12 @@ class HistoryGenerator:
         self.out.append((received, ev))
         if self.rng.random() < self.redelivery_ratio:
             # Stripe redelivers when it did not see our 2xx in time: same id, same payload, later.
-            self.out.append((received + self.rng.uniform(60, 2 * HOUR), ev))
+            self.out.append((received + self.rng.uniform(*self.redelivery_delay), ev))
 
     def _delay(self, created: float) -> float:
         for start, end, kind in self._windows:
             if kind == "webhook_lag" and start <= created < end:
-                return self.rng.uniform(900, 2400)
+                return self.rng.uniform(*self.lag_range)
         return min(60.0, self.rng.lognormvariate(0.3, 0.6))
 
     def _dropped(self, t: float) -> bool:
@@ -213,7 +220,9 @@ class HistoryGenerator:
         self._charge_chain(t, customer, currency, amount)
 
     def _failed(self, t: float, *, code: str | None = None) -> None:
-        currency, amount = PRICE_CYCLE[self.rng.randrange(len(PRICE_CYCLE))]
+        # Currencies rotate like the successful payments', so that a small currency's failure ratio stays steady.
+        currency, amount = PRICE_CYCLE[self._price_pos % len(PRICE_CYCLE)]
+        self._price_pos += 1
         ch = self._obj(
             samples.charge(
                 amount=amount,
@@ -321,19 +330,23 @@ class HistoryGenerator:
     # -- the whole history --------------------------------------------------------------------------------------
 
     def generate(self) -> list[tuple[float, dict[str, Any]]]:
-        self._plan_injections()
-        # Renewals are ~35 % of events at 8 events each; the pool is sized so that renewals keep that share.
-        renewals_per_day = max(1, round(self.events_per_day * 0.35 / 8))
+        if not self.live:
+            self._plan_injections()
+        # Renewals are ~35 % of events at 7 events each; the pool is sized so that renewals keep that share.
+        # Redeliveries come on top of the requested volume.
+        renewals_per_day = max(1, round(self.events_per_day * 0.35 / 7))
         pool_size = renewals_per_day * 30
         pool: list[_Sub] = []
         for i in range(pool_size):
             currency, amount = PLANS[i % len(PLANS)]
             due = self.start + (i + self.rng.random() * 0.5) * MONTH / pool_size
+            if due > self.end + DAY and len(pool) >= 50:
+                break  # a short run never renews the rest; no need to create them
             pool.append(_Sub(due, self._id("sub"), self._id("cus"), currency, amount))
         heapq.heapify(pool)
-        # Everything else is spread by the diurnal curve; one activity averages ~2.2 events.
-        other_per_day = max(0.0, self.events_per_day - renewals_per_day * 8)
-        activities_per_day = other_per_day / 2.2
+        # Everything else is spread by the diurnal curve; one activity averages ~1.72 events.
+        other_per_day = max(0.0, self.events_per_day - renewals_per_day * 7)
+        activities_per_day = other_per_day / 1.72
         credit = 0.0
         step = 300.0  # five-minute bins keep counts steady and the curve smooth
         t = self.start
@@ -381,7 +394,7 @@ class HistoryGenerator:
                 if at + 12 * HOUR > self.end:
                     raise ValueError("revenue_drop needs a history of at least 9 days (a 7-day baseline)")
                 self._windows.append((at, at + 2 * DAY, "revenue_drop"))
-                self.injections.append(Injection(name, at, at + 12 * HOUR, at + 2 * DAY, note="70% of payments lost"))
+                self.injections.append(Injection(name, at, at + 12 * HOUR, at + 2 * DAY))
             elif name == "silent_lapse":
                 at = self.start + 3 * HOUR
                 if span < 7 * DAY:
@@ -394,7 +407,28 @@ class HistoryGenerator:
                 at = math.floor(at / HOUR) * HOUR + 17 * 60
                 self.injections.append(Injection(name, at, at + 2 * HOUR, at + 3 * HOUR))
                 if name == "webhook_lag":
-                    self._windows.append((at, at + 90 * 60, "webhook_lag"))
+                    self._windows.append((at, at + self.spike_seconds * 1.5, "webhook_lag"))
+
+    def plan_live(self, names: Iterable[str]) -> None:
+        """Place anomalies for a live run: evenly over its first 70 %, spikes shortened to fit."""
+        self.live = True
+        span = self.end - self.start
+        self.spike_seconds = min(2400.0, max(60.0, span * 0.25))
+        self.lag_range = (360.0, 720.0) if span >= 1800 else (330.0, 400.0)
+        self.redelivery_delay = (2.0, max(5.0, min(2 * HOUR, span * 0.3)))
+        self.duplicate_gap = min(95.0, max(2.0, span * 0.05))
+        names = list(dict.fromkeys(names))
+        for i, name in enumerate(names):
+            at = self.start + span * 0.7 * (i + 0.5) / len(names)
+            inj = Injection(name, at, at + self.spike_seconds + 900, at + self.spike_seconds * 1.5 + 900)
+            if name == "revenue_drop":
+                # The rule compares with a 7-day baseline that a live run cannot build; the drop is sent anyway.
+                inj.note = "70% of payments lost from here on (alerts only with 8 days of data in Prometheus)"
+                inj.expect_by = inj.end = self.end
+                self._windows.append((at, self.end, "revenue_drop"))
+            elif name == "webhook_lag":
+                self._windows.append((at, at + self.spike_seconds * 1.5, "webhook_lag"))
+            self.injections.append(inj)
 
     def _inject(self) -> None:
         for inj in self.injections:
@@ -402,9 +436,9 @@ class HistoryGenerator:
 
     def _inject_duplicate_charge(self, inj: Injection) -> None:
         inj.customer = "cus_dupcharge" + self._id("x")[-6:]
-        for offset in (0.0, 95.0):  # two distinct charges, same payer, amount and currency, 95 s apart
+        for offset in (0.0, self.duplicate_gap):  # two distinct charges: same payer, amount and currency
             self._charge_chain(inj.start + offset, inj.customer, "usd", 4900)
-        inj.note = "two 49.00 USD charges 95 s apart"
+        inj.note = f"two 49.00 USD charges {self.duplicate_gap:.0f} s apart"
 
     def _inject_negative_invoice(self, inj: Injection) -> None:
         inj.customer = "cus_negative" + self._id("x")[-6:]
@@ -420,6 +454,9 @@ class HistoryGenerator:
         inj.note = "invoice total -75.00 USD"
 
     def _inject_silent_lapse(self, inj: Injection) -> None:
+        if self.live:
+            self._inject_silent_lapse_live(inj)
+            return
         # A daily subscription is paid twice, then its third renewal invoice is finalized and never paid while the
         # subscription stays `active`: nothing tells the merchant, which is what the ledger is for.
         inj.customer = "cus_lapse" + self._id("x")[-6:]
@@ -436,28 +473,55 @@ class HistoryGenerator:
         self._emit("customer.subscription.updated", self._subscription_obj(sub, t + 125, interval="day"), t + 125)
         inj.note = "daily 15.00 USD subscription, paid twice, third renewal never paid"
 
+    def _inject_silent_lapse_live(self, inj: Injection) -> None:
+        # Live, nobody can wait days for a lapse: this sends, with current event times, an active monthly
+        # subscription and its renewal invoice that was finalized four days ago (past the 3-day grace) and is still
+        # open. The ledger judges the invoice by its own finalized_at, so it reports an unpaid renewal at its next
+        # sweep (within a minute) without the events themselves looking late.
+        inj.customer = "cus_lapse" + self._id("x")[-6:]
+        sub = _Sub(0.0, "sub_lapse" + self._id("x")[-8:], inj.customer, "usd", 2900)
+        inj.subscription = sub.sub_id
+        t = inj.start
+        backdated = t - 4 * DAY
+        obj = self._subscription_obj(sub, backdated)
+        obj["created"] = int(t - 40 * DAY)
+        self._emit("customer.subscription.created", obj, t, delay=1.0)
+        inv = self._obj(
+            samples.invoice(
+                total=sub.amount, currency="usd", customer=sub.customer, subscription=sub.sub_id,
+                status="open", billing_reason="subscription_cycle", created=int(backdated), invoice_id=self._id("in"),
+                period_start=int(backdated), period_end=int(backdated + MONTH),
+            )
+        )  # fmt: skip
+        self._emit("invoice.finalized", inv, t + 2, delay=1.0)
+        inj.expect_by = t + 180
+        inj.note = "monthly 29.00 USD subscription whose renewal invoice has been open for 4 days"
+
     def _inject_charge_failure_spike(self, inj: Injection) -> None:
-        for i in range(80):  # 80 declines in 40 minutes on top of normal traffic
-            self._failed(inj.start + i * 30.0, code="card_declined")
-        inj.note = "80 extra declined charges in 40 min"
+        for i in range(80):  # 80 declines in 40 minutes (by default) on top of normal traffic
+            self._failed(inj.start + i * self.spike_seconds / 80, code="card_declined")
+        inj.note = f"80 extra declined charges in {self.spike_seconds / 60:.0f} min"
 
     def _inject_fraud_spike(self, inj: Injection) -> None:
         for i in range(8):
-            t = inj.start + i * 600.0
+            t = inj.start + i * self.spike_seconds / 8
             ch = self._charge_chain(t - 3 * DAY if t - 3 * DAY > self.start else t, self._id("cus"), "usd", 9900)
             obj = self._obj(samples.dispute(charge_id=ch["id"], amount=9900, currency="usd", created=int(t)))
             self._emit("charge.dispute.created", obj, t)
             warning = self._obj(samples.early_fraud_warning(charge_id=ch["id"], created=int(t + 60)))
             self._emit("radar.early_fraud_warning.created", warning, t + 60)
-        inj.note = "8 fraudulent disputes and 8 early fraud warnings in 80 min"
+        inj.note = f"8 fraudulent disputes and 8 early fraud warnings in {self.spike_seconds / 60:.0f} min"
 
     def _inject_revenue_drop(self, inj: Injection) -> None:
-        pass  # applied while generating: see _dropped
+        if not inj.note:
+            inj.note = "70% of payments lost"  # applied while generating: see _dropped
 
     def _inject_webhook_lag(self, inj: Injection) -> None:
+        length = self.spike_seconds * 1.5
         for i in range(60):  # enough delayed deliveries for a quantile even at low volume
-            self._filler(inj.start + i * 60.0)
-        inj.note = "deliveries 15-40 min late for 90 min"
+            self._filler(inj.start + i * length / 60)
+        lo, hi = self.lag_range
+        inj.note = f"deliveries {lo / 60:.0f}-{hi / 60:.0f} min late for {length / 60:.0f} min"
 
 
 def generate(

@@ -8,6 +8,7 @@ backtest's Prometheus gets the same effect from a lookback delta just under the 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,13 @@ from exporter.metrics import Metrics
 from exporter.state import StateStore
 
 PRUNE_INTERVAL_SECONDS = 3600.0  # as the service does
+# The state store is in memory and never restarted in a backtest, so flushing it is bookkeeping only (lookups see
+# pending writes); flushing every few virtual minutes instead of every second keeps its cost out of the way.
+FLUSH_INTERVAL_SECONDS = 600.0
+# The subscription ledger's full sweep (lapses, gauge recount) walks every subscription; at the service's one
+# minute, a month of a busy account's history spends most of its time there. Lapses are judged in days (the grace
+# is 3 days), so backtests sweep at least every SWEEP_FACTOR scrape intervals: detection times move by minutes.
+SWEEP_FACTOR = 10
 
 
 @dataclass
@@ -53,11 +61,14 @@ class VirtualExporter:
             self.metrics, self.state, mode=config.stripe.mode, detectors=self.detector_set.detectors
         )
         self._next_prune = 0.0
+        self._next_flush = 0.0
 
     def housekeep(self, now: float) -> None:
         """What the service's housekeeping loop does, at virtual time `now`."""
         self.ingestor.tick(now)
-        self.state.flush(now)
+        if now >= self._next_flush:
+            self._next_flush = now + FLUSH_INTERVAL_SECONDS
+            self.state.flush(now)
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_INTERVAL_SECONDS
             self.state.prune(now)
@@ -79,7 +90,7 @@ class OpenMetricsWriter:
         self.registry = registry
         self.target = "".join(f',{k}="{_escape(v)}"' for k, v in sorted(target_labels.items()))
         self._keys: dict[Any, str] = {}
-        self._child_keys: dict[Any, list[str]] = {}
+        self._plans: dict[Any, tuple[tuple[Any, ...], Any]] = {}
         self.samples = 0
         self.extra: list[tuple[str, dict[str, str], float]] = []
 
@@ -96,56 +107,67 @@ class OpenMetricsWriter:
         own = "".join(f',{k}="{_escape(v)}"' for k, v in labels if f',{k}="' not in self.target)
         return f"{name}{{{(own + self.target)[1:]}}}"
 
-    def rows(self) -> Iterator[tuple[str, float]]:
+    def rows(self) -> list[tuple[str, float]]:
         """(series key, value) of every series in the registry now."""
+        out: list[tuple[str, float]] = []
         for collector in list(self.registry._collector_to_names):
-            kind = type(collector)
-            if kind in (Counter, Gauge, Histogram) and "_child_samples" not in vars(collector):
-                if collector._is_parent():
-                    children = list(collector._metrics.items())
-                else:
-                    children = [((), collector)]
-                for labelvalues, child in children:
-                    if "_child_samples" in vars(child):  # a callback gauge
-                        yield from self._generic(collector)
-                        break
-                    yield from self._child_rows(collector, labelvalues, child, kind)
-            else:
-                yield from self._generic(collector)
+            plan = self._plan(collector)
+            if plan is None:
+                out.extend(self._generic(collector))
+                continue
+            plain, histograms = plan
+            # Single-threaded here, so the values are read without taking each child's lock.
+            out.extend([(key, value._value) for key, value in plain])
+            for keys, child in histograms:
+                acc = 0.0
+                for key, bucket in zip(keys, child._buckets, strict=False):
+                    acc += bucket._value
+                    out.append((key, acc))
+                out.append((keys[-2], acc))
+                if child._upper_bounds[0] >= 0:
+                    out.append((keys[-1], child._sum._value))
         for name, labels, value in self.extra:
-            yield self.key(name, labels), value
+            out.append((self.key(name, labels), value))
+        return out
 
-    def _generic(self, collector: Any) -> Iterator[tuple[str, float]]:
-        for family in collector.collect():
-            for s in family.samples:
-                yield self.key(s.name, s.labels), float(s.value)
-
-    def _child_rows(self, parent: Any, labelvalues: tuple[str, ...], child: Any, kind: type) -> Iterator[Any]:
-        keys = self._child_keys.get(child)
-        if keys is None:
-            base = list(zip(parent._labelnames, labelvalues, strict=True))
-            name = parent._name
+    def _plan(self, collector: Any) -> Any:
+        """Rendered keys and value holders of a plain metric's children, rebuilt when its children change."""
+        kind = type(collector)
+        if kind not in (Counter, Gauge, Histogram) or "_child_samples" in vars(collector):
+            return None
+        parent = collector._is_parent()
+        signature = tuple(collector._metrics) if parent else ()
+        cached = self._plans.get(collector)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        children = list(collector._metrics.items()) if parent else [((), collector)]
+        plain: list[tuple[str, Any]] = []
+        histograms: list[tuple[list[str], Any]] = []
+        for labelvalues, child in children:
+            if "_child_samples" in vars(child):  # a callback gauge
+                self._plans[collector] = (signature, None)
+                return None
+            base = list(zip(collector._labelnames, labelvalues, strict=True))
+            name = collector._name
             if kind is Counter:
-                keys = [self._render(name + "_total", base)]
+                plain.append((self._render(name + "_total", base), child._value))
             elif kind is Gauge:
-                keys = [self._render(name, base)]
+                plain.append((self._render(name, base), child._value))
             else:
                 keys = [
                     self._render(name + "_bucket", [*base, ("le", floatToGoString(b))]) for b in child._upper_bounds
                 ]
                 keys.append(self._render(name + "_count", base))
                 keys.append(self._render(name + "_sum", base))
-            self._child_keys[child] = keys
-        if kind is Histogram:
-            acc = 0.0
-            for key, bucket in zip(keys, child._buckets, strict=False):
-                acc += bucket.get()
-                yield key, acc
-            yield keys[-2], acc
-            if child._upper_bounds[0] >= 0:
-                yield keys[-1], child._sum.get()
-        else:
-            yield keys[0], child._value.get()
+                histograms.append((keys, child))
+        plan = (plain, histograms)
+        self._plans[collector] = (signature, plan)
+        return plan
+
+    def _generic(self, collector: Any) -> Iterator[tuple[str, float]]:
+        for family in collector.collect():
+            for s in family.samples:
+                yield self.key(s.name, s.labels), float(s.value)
 
     def write(self, ts: float) -> None:
         stamp = f" {int(ts)}\n" if ts == int(ts) else f" {ts:.3f}\n"
@@ -165,6 +187,16 @@ def registry_rows(registry: Any) -> Iterable[tuple[str, dict[str, str], float]]:
             yield s.name, s.labels, float(s.value)
 
 
+def backtest_config(config: Config, interval: float) -> Config:
+    """`config` with the ledger sweep no finer than SWEEP_FACTOR scrape intervals (see above)."""
+    subs = getattr(config.detectors, "subscriptions", None)
+    current = getattr(subs, "sweep_interval_seconds", None)
+    if current is None or current >= interval * SWEEP_FACTOR:
+        return config
+    subs = dataclasses.replace(subs, sweep_interval_seconds=interval * SWEEP_FACTOR)
+    return dataclasses.replace(config, detectors=dataclasses.replace(config.detectors, subscriptions=subs))
+
+
 def run_virtual(
     events: Iterable[tuple[float, dict[str, Any]]],
     *,
@@ -177,7 +209,7 @@ def run_virtual(
     progress: Callable[[float, SampleStats], None] | None = None,
 ) -> SampleStats:
     """Ingest `events` (sorted by virtual time) and scrape every `interval` s from `start` to `end` inclusive."""
-    exporter = VirtualExporter(config)
+    exporter = VirtualExporter(backtest_config(config, interval))
     writer = OpenMetricsWriter(out, exporter.metrics.registry, target_labels)
     # What the scrape itself adds: the target is up.
     writer.extra.append(("up", {}, 1.0))
