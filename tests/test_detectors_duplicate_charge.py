@@ -176,3 +176,19 @@ def test_disabled_detector_finds_nothing(tmp_path):
     h.send("charge.succeeded", charge(created=T0 + 1), received=T0 + 1)
     assert "duplicate_charge" not in h.service.detector_set.by_name
     assert h.anomalies() == []
+
+
+def test_memory_is_capped_oldest_first_and_counted(tmp_path):
+    h = Harness(tmp_path / "s.sqlite3", detectors={"duplicate_charge": {"max_remembered_charges": 100}})
+    det = h.detector("duplicate_charge")
+    for i in range(250):  # 250 charges over 25 s: 10 s buckets of 100 each
+        h.send("charge.succeeded", charge(customer=f"cus_cap{i:04d}", created=T0 + i // 10), received=T0 + i // 10)
+    h.tick(T0 + 26)
+    assert det.remembered <= 100
+    assert h.value("billingwatch_duplicate_charge_evictions_total") == 250 - det.remembered
+    # The newest charges are still matched.
+    h.send("charge.succeeded", charge(customer="cus_cap0249", created=T0 + 30), received=T0 + 30)
+    assert h.total("duplicate_charge") == 1
+    # The evicted ones are not.
+    h.send("charge.succeeded", charge(customer="cus_cap0000", created=T0 + 30), received=T0 + 30)
+    assert h.total("duplicate_charge") == 1

@@ -32,6 +32,7 @@ class DuplicateChargeConfig:
     severity: str
     window_seconds: int
     late_arrival_seconds: int
+    max_remembered_charges: int
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ class DetectorsConfig:
         dc = self.duplicate_charge
         if dc.window_seconds < 1:
             errors.append("detectors.duplicate_charge.window_seconds: must be at least 1")
+        if dc.max_remembered_charges < 1:
+            errors.append("detectors.duplicate_charge.max_remembered_charges: must be at least 1")
         if dc.late_arrival_seconds < 0:
             errors.append("detectors.duplicate_charge.late_arrival_seconds: must not be negative")
         ni = self.negative_invoice

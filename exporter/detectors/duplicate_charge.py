@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter
+
 from exporter.detectors.board import AnomalyBoard
 from exporter.detectors.config import DuplicateChargeConfig
 from exporter.detectors.payers import payer_of
@@ -43,8 +45,21 @@ def _pack(created: int, received: int, charge_id: str) -> bytes:
 class DuplicateChargeDetector:
     name = "duplicate_charge"
 
-    def __init__(self, board: AnomalyBoard, state: StateStore, config: DuplicateChargeConfig):
+    def __init__(
+        self,
+        board: AnomalyBoard,
+        state: StateStore,
+        config: DuplicateChargeConfig,
+        registry: CollectorRegistry | None = None,
+    ):
         self.board = board
+        self.max_remembered = config.max_remembered_charges
+        self.evictions = Counter(
+            "billingwatch_duplicate_charge_evictions",
+            "Charges forgotten before window_seconds + late_arrival_seconds had passed, because "
+            "detectors.duplicate_charge.max_remembered_charges was reached (the window is shorter under such load).",
+            registry=registry,
+        )
         self.state = state
         self.severity = config.severity
         self.window = config.window_seconds
@@ -66,6 +81,7 @@ class DuplicateChargeDetector:
         return {
             "window_seconds": self.window,
             "late_arrival_seconds": self.horizon - self.window,
+            "max_remembered_charges": self.max_remembered,
             "severity": self.severity,
             "reasons": ["same_amount"],
         }
@@ -159,22 +175,34 @@ class DuplicateChargeDetector:
             self._rows.append((max(e[3] for e in self._chunk), row_key))
             self._chunk = []
         cutoff = int(now - self.horizon)
-        oldest_kept = cutoff // BUCKET_SECONDS
-        index = self._index
-        while self._buckets and self._buckets[0][0] < oldest_kept:
-            _, hashes = self._buckets.popleft()
-            for h in hashes:
-                value = index.get(h)
-                if value is None:
-                    continue
-                kept = [e for e in _entries(value) if e[1] >= cutoff]
-                if not kept:
-                    del index[h]
-                elif len(kept) < value.count(b"\n") + 1:
-                    index[h] = b"\n".join(_pack(*e) for e in kept)
+        while self._buckets and self._buckets[0][0] < cutoff // BUCKET_SECONDS:
+            self._forget_bucket(cutoff)
+        # Memory stays bounded whatever the charge rate: past the cap the oldest charges go early.
+        while len(self._index) > self.max_remembered and self._buckets:
+            before = len(self._index)
+            self._forget_bucket((self._buckets[0][0] + 1) * BUCKET_SECONDS)
+            self.evictions.inc(before - len(self._index))
         # Rows whose charges are all past the horizon go, through the same batched writes as everything else.
         while self._rows and self._rows[0][0] < cutoff:
             self.state.delete(NS, self._rows.popleft()[1])
+
+    def _forget_bucket(self, cutoff: int) -> None:
+        """Drop the oldest bucket's charges received before `cutoff`."""
+        _, hashes = self._buckets.popleft()
+        index = self._index
+        for h in hashes:
+            value = index.get(h)
+            if value is None:
+                continue
+            if b"\n" not in value:
+                if int(value.split(b" ", 2)[1]) < cutoff:
+                    del index[h]
+                continue
+            kept = [e for e in _entries(value) if e[1] >= cutoff]
+            if not kept:
+                del index[h]
+            else:
+                index[h] = b"\n".join(_pack(*e) for e in kept)
 
     @property
     def remembered(self) -> int:

@@ -51,7 +51,7 @@ def build_detectors(config: Config, registry: CollectorRegistry, state: StateSto
     )
     out = DetectorSet(board=board)
     if dc.duplicate_charge.enabled:
-        out.by_name["duplicate_charge"] = DuplicateChargeDetector(board, state, dc.duplicate_charge)
+        out.by_name["duplicate_charge"] = DuplicateChargeDetector(board, state, dc.duplicate_charge, registry)
     if dc.negative_invoice.enabled:
         out.by_name["negative_invoice"] = NegativeInvoiceDetector(board, state, dc.negative_invoice)
     if dc.subscriptions.enabled:
