@@ -73,3 +73,20 @@ def test_old_journal_rows_are_deleted_after_a_full_cycle(tmp_path):
     assert not [k for k in keys if k.startswith("j")]
     assert len([k for k in keys if k.startswith("s")]) == SHARDS
     state.close()
+
+
+def test_ledger_record_round_trips_and_keeps_the_last_settled_invoices():
+    from exporter.detectors.ledger_record import Sub
+
+    rec = Sub()
+    rec.customer, rec.status, rec.currency = "cus_Z9", "active", "jpy"
+    rec.period_start, rec.period_end, rec.trial_end = 1_780_000_000, 1_782_592_000, None
+    rec.monthly, rec.send_invoice_days, rec.paused = 4333.333, 14, True
+    for mark in (5, 6, 6, 7, 8):
+        rec.settle(mark)
+    assert rec.settled == [6, 7, 8]
+    back = Sub.load(rec.dump())
+    assert back is not None
+    assert back.view("sub_x") == rec.view("sub_x")
+    assert (back.period_end, back.trial_end, back.monthly, back.paused) == (1_782_592_000, None, 4333.333, True)
+    assert Sub.load(["not", "a", "record"]) is None

@@ -7,11 +7,10 @@ monthly value, which is therefore a list-price MRR: discounts and taxes are not 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from exporter.money import normalize_currency
-from exporter.stripe_shapes import get_dict, get_int, get_str
+from exporter.stripe_shapes import get_dict, get_int
 
 # Months' worth of one billing `interval`, inverted: the monthly value of an amount billed once per interval is
 # amount * factor (a yearly price counts 1/12 a month, a weekly one 52/12 times, a daily one 365/12 times).
@@ -20,8 +19,7 @@ MONTHS_FACTOR = {"day": 365 / 12, "week": 52 / 12, "month": 1.0, "year": 1 / 12}
 INTERVAL_SECONDS = {"day": 86400, "week": 7 * 86400, "month": 31 * 86400, "year": 366 * 86400}
 
 
-@dataclass(frozen=True)
-class SubscriptionView:
+class SubscriptionView(NamedTuple):
     status: str | None
     customer: str | None
     currency: str | None
@@ -36,79 +34,82 @@ class SubscriptionView:
     collection_paused: bool
 
 
-def _item_amount(item: dict[str, Any]) -> tuple[float | None, str | None, str | None, int]:
-    """(unit amount in minor units or None, currency, interval, interval_count) of one subscription item."""
-    price = get_dict(item, "price") or get_dict(item, "plan") or {}
-    recurring = get_dict(price, "recurring") or {}
-    interval = get_str(recurring, "interval") or get_str(price, "interval")
-    count = get_int(recurring, "interval_count") or get_int(price, "interval_count") or 1
-    usage = get_str(recurring, "usage_type") or get_str(price, "usage_type")
-    currency = normalize_currency(price.get("currency"))
-    if usage == "metered":
-        return None, currency, interval, count
-    amount: float | None = get_int(price, "unit_amount")
-    if amount is None:
-        amount = get_int(price, "amount")  # legacy Plan
-    if amount is None:
-        raw = price.get("unit_amount_decimal")
-        if isinstance(raw, str):
-            try:
-                amount = float(raw)
-            except ValueError:
-                amount = None
-    return amount, currency, interval, count
+def _int(value: Any) -> int | None:
+    return value if type(value) is int else None
+
+
+def _str(value: Any) -> str | None:
+    if type(value) is dict:  # an expanded reference
+        value = value.get("id")
+    return value if type(value) is str and value else None
 
 
 def read_subscription(sub: dict[str, Any]) -> SubscriptionView:
-    items_list = get_dict(sub, "items")
-    items = items_list.get("data") if items_list else None
-    if not isinstance(items, list):
-        items = []
+    """Hot path (every subscription event): plain dict access, every field type-checked."""
+    items_list = sub.get("items")
+    items = items_list.get("data") if type(items_list) is dict else None
     monthly = 0.0
     interval_seconds = 0
     currency = normalize_currency(sub.get("currency"))
-    starts: list[int] = []
-    ends: list[int] = []
-    for item in items:
-        if not isinstance(item, dict):
+    start = end = None
+    for item in items if type(items) is list else ():
+        if type(item) is not dict:
             continue
-        amount, item_currency, interval, count = _item_amount(item)
-        currency = currency or item_currency
+        price = item.get("price")
+        if type(price) is not dict:
+            price = item.get("plan")
+            if type(price) is not dict:
+                price = {}
+        recurring = price.get("recurring")
+        if type(recurring) is not dict:
+            recurring = price  # the legacy Plan carries the interval fields itself
+        interval = recurring.get("interval")
+        count = _int(recurring.get("interval_count")) or 1
+        if currency is None:
+            currency = normalize_currency(price.get("currency"))
         if interval in INTERVAL_SECONDS and 0 < count <= 1000:
             interval_seconds = max(interval_seconds, INTERVAL_SECONDS[interval] * count)
-            quantity = get_int(item, "quantity")
-            if quantity is None:
-                quantity = get_int(sub, "quantity") or 1
-            if amount is not None and amount > 0 and quantity > 0:
-                monthly += amount * quantity * MONTHS_FACTOR[interval] / count
-        start, end = get_int(item, "current_period_start"), get_int(item, "current_period_end")
-        if start is not None:
-            starts.append(start)
-        if end is not None:
-            ends.append(end)
+            if recurring.get("usage_type") != "metered":
+                amount: float | None = _int(price.get("unit_amount"))
+                if amount is None:
+                    amount = _int(price.get("amount"))  # legacy Plan
+                if amount is None:
+                    raw = price.get("unit_amount_decimal")
+                    if type(raw) is str:
+                        try:
+                            amount = float(raw)
+                        except ValueError:
+                            amount = None
+                quantity = _int(item.get("quantity"))
+                if quantity is None:
+                    quantity = _int(sub.get("quantity")) or 1
+                if amount is not None and amount > 0 and quantity > 0:
+                    monthly += amount * quantity * MONTHS_FACTOR[interval] / count
+        # Basil: the period is on each item (they share it in classic billing; keep the latest).
+        item_start, item_end = _int(item.get("current_period_start")), _int(item.get("current_period_end"))
+        if item_start is not None and (start is None or item_start > start):
+            start = item_start
+        if item_end is not None and (end is None or item_end > end):
+            end = item_end
     # Pre-basil shapes carry the period on the subscription itself.
-    period_start = get_int(sub, "current_period_start")
-    period_end = get_int(sub, "current_period_end")
-    if period_start is None and starts:
-        period_start = max(starts)
-    if period_end is None and ends:
-        period_end = max(ends)
+    period_start = _int(sub.get("current_period_start"))
+    period_end = _int(sub.get("current_period_end"))
     send_invoice_days = -1
-    if get_str(sub, "collection_method") == "send_invoice":
-        send_invoice_days = max(0, get_int(sub, "days_until_due") or 0)
+    if sub.get("collection_method") == "send_invoice":
+        send_invoice_days = max(0, _int(sub.get("days_until_due")) or 0)
     return SubscriptionView(
-        status=get_str(sub, "status"),
-        customer=get_str(sub, "customer"),
-        currency=currency,
-        monthly_minor=monthly,
-        interval_seconds=interval_seconds,
-        period_start=period_start,
-        period_end=period_end,
-        trial_end=get_int(sub, "trial_end"),
-        cancel_at=get_int(sub, "cancel_at"),
-        cancel_at_period_end=sub.get("cancel_at_period_end") is True,
-        send_invoice_days=send_invoice_days,
-        collection_paused=isinstance(sub.get("pause_collection"), dict),
+        _str(sub.get("status")),
+        _str(sub.get("customer")),
+        currency,
+        monthly,
+        interval_seconds,
+        start if period_start is None else period_start,
+        end if period_end is None else period_end,
+        _int(sub.get("trial_end")),
+        _int(sub.get("cancel_at")),
+        sub.get("cancel_at_period_end") is True,
+        send_invoice_days,
+        type(sub.get("pause_collection")) is dict,
     )
 
 

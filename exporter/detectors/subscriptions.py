@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from exporter.detectors.board import AnomalyBoard
 from exporter.detectors.config import SUBSCRIPTION_STATUSES, SubscriptionsConfig
 from exporter.detectors.journal import Journal
+from exporter.detectors.ledger_record import NEG_INF, Sub
 from exporter.detectors.subscription_shapes import invoice_paid_through, read_subscription
 from exporter.labels import LabelCap
 from exporter.money import to_major
@@ -49,85 +50,6 @@ ENDED_STATUSES = frozenset(("canceled", "incomplete_expired"))
 PAID_TYPES = frozenset(("invoice.paid", "invoice.payment_succeeded"))
 SETTLED_TYPES = frozenset(("invoice.voided", "invoice.marked_uncollectible", "invoice.deleted"))
 RENEWAL_REASONS = frozenset(("subscription_cycle",))
-KEEP_SETTLED = 3
-NEG_INF = -(2**62)
-
-
-class Sub:
-    """One ledger record. Times are unix seconds; money in minor units of `currency`."""
-
-    __slots__ = (
-        "alerted",
-        "cancel_at",
-        "cancel_at_period_end",
-        "currency",
-        "customer",
-        "first_seen",
-        "interval_s",
-        "lapsed",
-        "last_payment",
-        "monthly",
-        "open_amount",
-        "open_invoice",
-        "open_since",
-        "paid_through",
-        "paused",
-        "period_end",
-        "period_start",
-        "send_invoice_days",
-        "settled",
-        "snap_created",
-        "status",
-        "trial_end",
-    )
-    FIELDS = __slots__
-
-    def __init__(self) -> None:
-        self.alerted: str | None = None
-        self.cancel_at: int | None = None
-        self.cancel_at_period_end = False
-        self.currency: str | None = None
-        self.customer: str | None = None
-        self.first_seen = 2**62
-        self.interval_s = 0
-        self.lapsed: str | None = None
-        self.last_payment = NEG_INF
-        self.monthly = 0.0
-        self.open_amount = 0
-        self.open_invoice: str | None = None
-        self.open_since = 0
-        self.paid_through = NEG_INF
-        self.paused = False
-        self.period_end: int | None = None
-        self.period_start: int | None = None
-        self.send_invoice_days = -1
-        # crc32 of the last few invoices paid, voided or marked uncollectible: a late "open" copy of one of them
-        # must not reopen it. Ints, not ids: this is per subscription, and there may be 100,000s of them.
-        self.settled: list[int] = []
-        self.snap_created = NEG_INF
-        self.status: str | None = None
-        self.trial_end: int | None = None
-
-    def dump(self) -> list[Any]:
-        return [getattr(self, f) for f in self.FIELDS]
-
-    @classmethod
-    def load(cls, values: list[Any]) -> Sub:
-        sub = cls()
-        for name, value in zip(cls.FIELDS, values, strict=False):
-            setattr(sub, name, value)
-        if isinstance(sub.status, str):
-            sub.status = sys.intern(sub.status)
-        if isinstance(sub.currency, str):
-            sub.currency = sys.intern(sub.currency)
-        return sub
-
-    def view(self, sub_id: str) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": sub_id}
-        for name in self.FIELDS:
-            value = getattr(self, name)
-            out[name] = None if value in (NEG_INF, 2**62) else value
-        return out
 
 
 class SubscriptionLedger:
@@ -201,8 +123,11 @@ class SubscriptionLedger:
         elif event_type.startswith("invoice."):
             self._invoice(event, event_type)
         elif event_type == "charge.succeeded" and self._open_invoices:
-            invoice_id = get_str(event["data"]["object"], "invoice")
-            sub_id = self._open_invoices.get(invoice_id) if invoice_id else None
+            # Pre-basil charges name their invoice; basil ones do not (invoice.paid covers them).
+            invoice_id = event["data"]["object"].get("invoice")
+            if type(invoice_id) is not str:
+                return
+            sub_id = self._open_invoices.get(invoice_id)
             if sub_id is not None:
                 rec = self.subs.get(sub_id)
                 if rec is not None:
@@ -293,9 +218,7 @@ class SubscriptionLedger:
     def _settle(self, rec: Sub, invoice_id: str, *, paid_at: int | None = None) -> None:
         if paid_at is not None and paid_at > rec.last_payment:
             rec.last_payment = paid_at
-        mark = zlib.crc32(invoice_id.encode())
-        if mark not in rec.settled:
-            rec.settled = [*rec.settled[-(KEEP_SETTLED - 1) :], mark]
+        rec.settle(zlib.crc32(invoice_id.encode()))
         if rec.open_invoice == invoice_id:
             self._open_invoices.pop(invoice_id, None)
             rec.open_invoice = None
@@ -490,8 +413,9 @@ class SubscriptionLedger:
     def _restore(self) -> None:
         self.payments_seen = bool(self.state.get(META_NS, "payments_seen"))
         for sub_id, values in self._journal.replay():
-            if isinstance(values, list):
-                self.subs[sub_id] = Sub.load(values)
+            rec = Sub.load(values) if values is not None else None
+            if rec is not None:
+                self.subs[sub_id] = rec
             else:
                 self.subs.pop(sub_id, None)
         for sub_id, rec in self.subs.items():

@@ -1,0 +1,157 @@
+"""One subscription of the ledger, stored compactly.
+
+A ledger may hold hundreds of thousands of subscriptions, so each record keeps its numbers in one array of
+doubles (8 bytes each) instead of a Python int or float object per field (~32 bytes plus a pointer each); that
+halves a record's memory. Times are unix seconds (exact in a double); money is in minor units of `currency`.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from typing import Any
+
+NEG_INF = 0  # "never" for payment times (Stripe times are far above 0); 0 keeps the journal's JSON short
+NEVER_SEEN = 2**62  # first_seen before any event: min() replaces it (exactly representable as a double)
+_NONE = -1.0  # an optional time that is not set (Stripe times are positive)
+
+# name -> (index, kind): "t" optional time (None when unset), "i" integer, "f" float, "b" boolean.
+_LAYOUT = {
+    "first_seen": (0, "i"),
+    "snap_created": (1, "i"),
+    "last_payment": (2, "i"),
+    "paid_through": (3, "i"),
+    "period_start": (4, "t"),
+    "period_end": (5, "t"),
+    "trial_end": (6, "t"),
+    "cancel_at": (7, "t"),
+    "open_since": (8, "i"),
+    "open_amount": (9, "i"),
+    "monthly": (10, "f"),
+    "interval_s": (11, "i"),
+    "send_invoice_days": (12, "i"),
+    "cancel_at_period_end": (13, "b"),
+    "paused": (14, "b"),
+}
+_SETTLED = 15  # three slots: crc32 of the last invoices settled (0 = empty)
+KEEP_SETTLED = 3
+_SIZE = _SETTLED + KEEP_SETTLED
+_DEFAULTS = array(
+    "d",
+    [NEVER_SEEN, NEG_INF, NEG_INF, NEG_INF, _NONE, _NONE, _NONE, _NONE, 0, 0, 0, 0, -1, 0, 0, *[0] * KEEP_SETTLED],
+)
+STRING_FIELDS = ("customer", "status", "currency", "open_invoice", "alerted", "lapsed")
+
+
+def _prop(index: int, kind: str) -> property:
+    if kind == "t":
+
+        def get(self: Sub) -> int | None:
+            v = self.n[index]
+            return None if v == _NONE else int(v)
+
+        def put(self: Sub, value: int | None) -> None:
+            self.n[index] = _NONE if value is None else value
+
+    elif kind == "i":
+
+        def get(self: Sub) -> int:  # type: ignore[misc]
+            return int(self.n[index])
+
+        def put(self: Sub, value: int) -> None:  # type: ignore[misc]
+            self.n[index] = value
+
+    elif kind == "f":
+
+        def get(self: Sub) -> float:  # type: ignore[misc]
+            return self.n[index]
+
+        def put(self: Sub, value: float) -> None:  # type: ignore[misc]
+            self.n[index] = value
+
+    else:
+
+        def get(self: Sub) -> bool:  # type: ignore[misc]
+            return self.n[index] != 0.0
+
+        def put(self: Sub, value: bool) -> None:  # type: ignore[misc]
+            self.n[index] = 1.0 if value else 0.0
+
+    return property(get, put)
+
+
+class Sub:
+    __slots__ = ("alerted", "currency", "customer", "lapsed", "n", "open_invoice", "status")
+
+    # Numeric fields (properties over `n`), declared for type checkers; assigned below.
+    first_seen: int
+    snap_created: int
+    last_payment: int
+    paid_through: int
+    period_start: int | None
+    period_end: int | None
+    trial_end: int | None
+    cancel_at: int | None
+    open_since: int
+    open_amount: int
+    monthly: float
+    interval_s: int
+    send_invoice_days: int  # -1 for charge_automatically
+    cancel_at_period_end: bool
+    paused: bool
+
+    def __init__(self) -> None:
+        self.n = array("d", _DEFAULTS)
+        self.customer: str | None = None
+        self.status: str | None = None
+        self.currency: str | None = None
+        self.open_invoice: str | None = None
+        self.alerted: str | None = None
+        self.lapsed: str | None = None
+
+    @property
+    def settled(self) -> list[int]:
+        """crc32 of the last few invoices paid, voided or marked uncollectible: a late "open" copy of one of them
+        must not reopen it."""
+        return [int(v) for v in self.n[_SETTLED:] if v]
+
+    def settle(self, mark: int) -> None:
+        n = self.n
+        marks = [v for v in (n[_SETTLED], n[_SETTLED + 1], n[_SETTLED + 2]) if v]
+        if mark in marks:
+            return
+        marks = [*marks[-(KEEP_SETTLED - 1) :], mark]
+        marks += [0.0] * (KEEP_SETTLED - len(marks))
+        n[_SETTLED], n[_SETTLED + 1], n[_SETTLED + 2] = marks
+
+    def dump(self) -> list[Any]:
+        numbers = self.n.tolist()
+        return [*(getattr(self, f) for f in STRING_FIELDS), *(v if i == 10 else int(v) for i, v in enumerate(numbers))]
+
+    @classmethod
+    def load(cls, values: list[Any]) -> Sub | None:
+        if not isinstance(values, list) or len(values) != len(STRING_FIELDS) + _SIZE:
+            return None
+        sub = cls()
+        for name, value in zip(STRING_FIELDS, values, strict=False):
+            if value is not None and not isinstance(value, str):
+                return None
+            setattr(sub, name, sys.intern(value) if name in ("status", "currency", "lapsed") and value else value)
+        try:
+            sub.n = array("d", (float(v) for v in values[len(STRING_FIELDS) :]))
+        except (TypeError, ValueError):
+            return None
+        return sub
+
+    def view(self, sub_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": sub_id}
+        for name in STRING_FIELDS:
+            out[name] = getattr(self, name)
+        for name in _LAYOUT:
+            value = getattr(self, name)
+            out[name] = None if value in (NEG_INF, NEVER_SEEN) else value
+        return out
+
+
+for _name, (_index, _kind) in _LAYOUT.items():
+    setattr(Sub, _name, _prop(_index, _kind))
