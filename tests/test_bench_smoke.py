@@ -28,7 +28,8 @@ def test_quick_benchmark_completes_and_reports_every_figure(tmp_path):
     assert exp["accepted_counted"] == exp["events_total"] >= 400
     assert exp["exit_code"] == 0
     for side in (exp, minimal):
-        assert side["saturation"]["rate"] > 0
+        assert side["saturation_rounds"] and side["saturation"] in side["saturation_rounds"]
+        assert side["saturation"]["rate"] > 0 and side["server_cpu_us_per_event_median"] > 0
         assert side["saturation"]["errors"] == 0
         assert side["paced"]["measured"] > 0
         assert 0 < side["paced"]["p50_ms"] <= side["paced"]["p99_ms"]
