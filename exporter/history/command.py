@@ -254,7 +254,7 @@ def _fetch_args(p: argparse.ArgumentParser) -> None:
 def _fetch(args: argparse.Namespace) -> int:
     import stripe
 
-    from exporter.history.fetch import fetch_events, last_event_id, make_client, parse_since
+    from exporter.history.fetch import drop_partial_line, fetch_events, last_event_id, make_client, parse_since
 
     api_key = os.environ.get("STRIPE_API_KEY", "").strip()
     if not api_key:
@@ -273,6 +273,7 @@ def _fetch(args: argparse.Namespace) -> int:
         if not args.output:
             _err("billingwatch fetch-events: --resume needs --output FILE")
             return 2
+        drop_partial_line(Path(args.output))
         starting_after = last_event_id(Path(args.output))
         if starting_after:
             _err(f"fetch-events: resuming after {starting_after}")

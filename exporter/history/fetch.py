@@ -43,13 +43,32 @@ def make_client(api_key: str, api_base: str | None = None) -> stripe.StripeClien
     return stripe.StripeClient(api_key, **kwargs)
 
 
+def drop_partial_line(path: Path) -> None:
+    """Cut a torn last line (a fetch killed mid-write) so that appended events start on a line of their own."""
+    try:
+        with path.open("rb+") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            if size == 0:
+                return
+            start = max(0, size - (1 << 20))
+            fh.seek(start)
+            tail = fh.read()
+            if tail.endswith(b"\n"):
+                return
+            cut = tail.rfind(b"\n")
+            fh.truncate(start + cut + 1 if cut >= 0 else start)
+    except FileNotFoundError:
+        return
+
+
 def last_event_id(path: Path) -> str | None:
     """Id of the event on the last complete line of `path` (a partial last line, from a crash, is ignored)."""
     try:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
-            fh.seek(max(0, size - 1 << 20))
+            fh.seek(max(0, size - (1 << 20)))
             tail = fh.read()
     except OSError:
         return None
@@ -89,9 +108,10 @@ def fetch_events(
     last_report = time.monotonic()
     oldest = None
     for event in client.v1.events.list(params=params).auto_paging_iter():  # type: ignore[arg-type]
-        out.write(orjson.dumps(event.to_dict()) + b"\n")
+        doc = event.to_dict()
+        out.write(orjson.dumps(doc) + b"\n")
         written += 1
-        oldest = event.get("created")
+        oldest = doc.get("created")
         if time.monotonic() - last_report >= 2.0:
             last_report = time.monotonic()
             out.flush()

@@ -124,7 +124,10 @@ class HistoryGenerator:
         self._price_pos = 0
         self._attempts = 0
         self._plan_pos = 0
-        self._recent_charges: list[dict[str, Any]] = []
+        self._refund_pos = 0
+        self._mix: list[str] = []
+        self._mix_pos = 0
+        self._signups: list[_Sub] = []
         # Windows in which normal traffic is altered by an anomaly: (start, end, kind).
         self._windows: list[tuple[float, float, str]] = []
         # How long the spike anomalies last, and how late lagged deliveries arrive. Live simulations shrink these
@@ -133,6 +136,7 @@ class HistoryGenerator:
         self.lag_range = (900.0, 2400.0)
         self.redelivery_delay = (60.0, 2 * HOUR)
         self.duplicate_gap = 95.0
+        self.chain_scale = 1.0
         self.live = False
 
     # -- ids and envelopes ------------------------------------------------------------------------------------
@@ -164,6 +168,10 @@ class HistoryGenerator:
                 return self.rng.random() < 0.7
         return False
 
+    def _gap(self, seconds: float) -> float:
+        """A gap between the events of one chain (invoice -> charge -> paid), shortened for short live runs."""
+        return seconds * self.chain_scale
+
     def _obj(self, obj: dict[str, Any]) -> dict[str, Any]:
         obj["livemode"] = self.livemode
         return obj
@@ -183,9 +191,6 @@ class HistoryGenerator:
         )
         self._emit("charge.succeeded", ch, t)
         self._emit("payment_intent.succeeded", self._payment_intent(ch, "succeeded"), t + 1)
-        self._recent_charges.append(ch)
-        if len(self._recent_charges) > 500:
-            del self._recent_charges[:250]
         return ch
 
     def _fingerprint(self, customer: str | None) -> str:
@@ -238,14 +243,20 @@ class HistoryGenerator:
         self._emit("payment_intent.payment_failed", self._payment_intent(ch, "requires_payment_method"), t + 1)
 
     def _refund(self, t: float) -> None:
-        # Refunds of zero-decimal-currency charges are left out: the large-refund threshold (500.00 "in its
-        # currency") is only ~3 USD in JPY, so every JPY refund would be reported as large.
-        candidates = [i for i, c in enumerate(self._recent_charges) if c["currency"] in ("usd", "eur")]
-        if not candidates:
-            return
-        ch = dict(self._recent_charges.pop(self.rng.choice(candidates)))
-        ch["amount_refunded"] = ch["amount"]
-        ch["refunded"] = True
+        # A full refund of an earlier payment (days to weeks old, possibly from before the history starts). Amounts
+        # rotate through the price list like payments do, so the refund-to-revenue ratio stays steady (~2 %).
+        # Zero-decimal currencies are left out: the large-refund threshold (500.00 "in its currency") is ~3 USD in
+        # JPY unless configured per currency, so every JPY refund would be reported as large.
+        refundable = [p for p in PRICE_CYCLE if p[0] in ("usd", "eur")]
+        currency, amount = refundable[self._refund_pos % len(refundable)]
+        self._refund_pos += 1
+        created = int(t - self.rng.uniform(1, 20) * DAY)
+        ch = self._obj(
+            samples.charge(
+                amount=amount, currency=currency, customer=self._id("cus"), created=created,
+                charge_id=self._id("ch"), amount_refunded=amount,
+            )
+        )  # fmt: skip
         self._emit("charge.refunded", ch, t)
 
     def _filler(self, t: float) -> None:
@@ -285,13 +296,15 @@ class HistoryGenerator:
             period_end=int(t + period),
         )
         self._emit("invoice.created", self._obj(samples.invoice(status="draft", created=int(t), **common)), t)
-        self._emit("invoice.finalized", self._obj(samples.invoice(status="open", created=int(t), **common)), t + 60)
+        self._emit(
+            "invoice.finalized", self._obj(samples.invoice(status="open", created=int(t), **common)), t + self._gap(60)
+        )
         if not pay:
             return
-        self._charge_chain(t + 120, sub.customer, sub.currency, sub.amount)
+        self._charge_chain(t + self._gap(120), sub.customer, sub.currency, sub.amount)
         paid = self._obj(samples.invoice(status="paid", created=int(t), **common))
-        self._emit("invoice.paid", paid, t + 122)
-        self._emit("invoice.payment_succeeded", paid, t + 122)
+        self._emit("invoice.paid", paid, t + self._gap(122))
+        self._emit("invoice.payment_succeeded", paid, t + self._gap(122))
 
     def _renewal(self, sub: _Sub) -> None:
         t = sub.due
@@ -299,7 +312,7 @@ class HistoryGenerator:
             sub.due = t + MONTH  # a missed renewal in a revenue drop; the next month is billed as usual
             return
         self._invoice_paid_chain(sub, t, "subscription_cycle")
-        self._emit("customer.subscription.updated", self._subscription_obj(sub, t + 125), t + 125)
+        self._emit("customer.subscription.updated", self._subscription_obj(sub, t + self._gap(125)), t + self._gap(125))
         sub.due = t + MONTH
 
     def _signup(self, t: float, pool: list[_Sub]) -> None:
@@ -307,21 +320,27 @@ class HistoryGenerator:
         self._plan_pos += 1
         sub = _Sub(t + MONTH, self._id("sub"), self._id("cus"), currency, amount)
         created = self._subscription_obj(sub, t, status="incomplete")
-        active = self._subscription_obj(sub, t + 125)
+        active = self._subscription_obj(sub, t + self._gap(125))
         if self.rng.random() < 0.2:
             # Out of order: the update (now active) arrives before the creation event.
-            self._emit("customer.subscription.updated", active, t + 125, delay=1.0)
-            self._emit("customer.subscription.created", created, t, delay=140.0)
+            self._emit("customer.subscription.updated", active, t + self._gap(125), delay=1.0)
+            self._emit("customer.subscription.created", created, t, delay=self._gap(140.0))
         else:
             self._emit("customer.subscription.created", created, t)
-            self._emit("customer.subscription.updated", active, t + 125)
+            self._emit("customer.subscription.updated", active, t + self._gap(125))
         self._invoice_paid_chain(sub, t, "subscription_create")
         heapq.heappush(pool, sub)
+        self._signups.append(sub)
 
     def _cancel(self, t: float, pool: list[_Sub]) -> None:
-        if len(pool) < 10:
+        # Churn comes from recent sign-ups (early churn is the common case); the renewing base stays intact,
+        # which keeps daily renewal revenue steady.
+        if not self._signups:
             return
-        sub = pool.pop(self.rng.randrange(len(pool)))
+        sub = self._signups.pop(self.rng.randrange(len(self._signups)))
+        if sub not in pool:
+            return
+        pool.remove(sub)
         heapq.heapify(pool)
         obj = self._subscription_obj(sub, t, status="canceled")
         obj["canceled_at"] = obj["ended_at"] = int(t)
@@ -370,14 +389,20 @@ class HistoryGenerator:
         return self.out
 
     def _activity(self, t: float, pool: list[_Sub]) -> None:
-        r = self.rng.random()
-        if r < 0.51:
+        # Activities follow a shuffled but fixed mix (out of 200: 102 one-off payments, 6 sign-ups, 3
+        # cancellations, 2 refunds, 87 filler events), cycled, so that every day has the same mix.
+        if not self._mix:
+            self._mix = ["one_off"] * 102 + ["signup"] * 6 + ["cancel"] * 3 + ["refund"] * 2 + ["filler"] * 87
+            self.rng.shuffle(self._mix)
+        kind = self._mix[self._mix_pos % len(self._mix)]
+        self._mix_pos += 1
+        if kind == "one_off":
             self._one_off(t)
-        elif r < 0.54:
+        elif kind == "signup":
             self._signup(t, pool)
-        elif r < 0.555:
+        elif kind == "cancel":
             self._cancel(t, pool)
-        elif r < 0.565:
+        elif kind == "refund":
             self._refund(t)
         else:
             self._filler(t)
@@ -417,6 +442,7 @@ class HistoryGenerator:
         self.lag_range = (360.0, 720.0) if span >= 1800 else (330.0, 400.0)
         self.redelivery_delay = (2.0, max(5.0, min(2 * HOUR, span * 0.3)))
         self.duplicate_gap = min(95.0, max(2.0, span * 0.05))
+        self.chain_scale = min(1.0, span / 3600)
         names = list(dict.fromkeys(names))
         for i, name in enumerate(names):
             at = self.start + span * 0.7 * (i + 0.5) / len(names)
@@ -450,7 +476,7 @@ class HistoryGenerator:
         self._emit("invoice.created", self._obj(samples.invoice(status="draft", created=int(inj.start), **common)),
                    inj.start)  # fmt: skip
         self._emit("invoice.finalized", self._obj(samples.invoice(status="open", created=int(inj.start), **common)),
-                   inj.start + 30)  # fmt: skip
+                   inj.start + self._gap(30))  # fmt: skip
         inj.note = "invoice total -75.00 USD"
 
     def _inject_silent_lapse(self, inj: Injection) -> None:
