@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from exporter.detectors.config import DetectorsConfig
+from exporter.poller import PollerConfig
 from exporter.rulegen.config import RulesConfig
 
 
@@ -74,6 +75,7 @@ class Config:
     metrics: MetricsConfig
     detectors: DetectorsConfig
     rules: RulesConfig
+    poller: PollerConfig
 
 
 MIN_RETENTION_SECONDS = 4 * 86400
@@ -254,6 +256,7 @@ def _validate(cfg: Config, errors: list[str]) -> None:
     hook = getattr(cfg.rules, "validate", None)
     if callable(hook):
         errors.extend(hook())
+    errors.extend(cfg.poller.validate())
 
 
 def parse_hostport(value: str) -> tuple[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from exporter.config import Config, parse_hostport
 from exporter.detectors.registry import build_detectors
 from exporter.ingest import Ingestor
 from exporter.metrics import Metrics
+from exporter.poller import build_poller
 from exporter.state import StateStore
 from exporter.web import SignatureVerifier, private_app, webhook_app
 
@@ -39,6 +41,11 @@ class Service:
             recent_size=config.server.recent_events,
         )
         self.verifier = SignatureVerifier(config.stripe.webhook_secrets, config.stripe.tolerance_seconds)
+        # Missed-delivery poller (exporter/poller.py): only when STRIPE_API_KEY is set.
+        self.poller = build_poller(
+            config, self.metrics.registry, self.state, self.ingestor, env=os.environ, clock=clock
+        )
+        self._poller_task: asyncio.Task[None] | None = None
         self._runners: list[web.AppRunner] = []
         self._sites: list[web.TCPSite] = []
         self._ready = False
@@ -55,6 +62,8 @@ class Service:
         self.webhook_port = await self._serve(public, cfg.server.listen)
         self.metrics_port = await self._serve(private, cfg.server.metrics_listen)
         self._housekeeping = asyncio.create_task(self._housekeep())
+        if self.poller is not None:
+            self._poller_task = asyncio.create_task(self.poller.run())
         self._ready = True
         logs.event(
             logging.INFO,
@@ -109,6 +118,12 @@ class Service:
             await site.stop()
         for runner in self._runners:
             await runner.cleanup()
+        if self._poller_task is not None:
+            self._poller_task.cancel()
+            try:
+                await self._poller_task
+            except asyncio.CancelledError:
+                pass
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             try:

@@ -95,6 +95,12 @@ class StateStore:
         self._pending_seen[event_id] = int(now)
         return False
 
+    def seen(self, event_id: str) -> bool:
+        """True if `event_id` was seen before; read-only (unlike check_and_mark, remembers nothing)."""
+        if event_id in self._pending_seen or any(event_id in b.seen for b in self._inflight):
+            return True
+        return self._db.execute("SELECT 1 FROM seen_events WHERE id = ?", (event_id,)).fetchone() is not None
+
     def seen_count(self) -> int:
         (n,) = self._db.execute("SELECT count(*) FROM seen_events").fetchone()
         return n + len(self._pending_seen) + sum(len(b.seen) for b in self._inflight if not b.committed)
