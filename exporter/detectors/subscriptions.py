@@ -146,6 +146,8 @@ class SubscriptionLedger:
             rec = self._orphans.pop(sub_id, None) or Sub()
             self.subs[sub_id] = rec
             self._journal.track(sub_id)
+            if rec.open_invoice:
+                self._open_invoices[rec.open_invoice] = sub_id
         else:
             self._uncount(rec)
         rec.first_seen = min(rec.first_seen, created)
@@ -171,10 +173,27 @@ class SubscriptionLedger:
 
     def _invoice(self, event: dict[str, Any], event_type: str) -> None:
         invoice = event["data"]["object"]
+        if not self.payments_seen and event_type in PAID_TYPES:
+            # Evidence that this endpoint receives invoice payments at all (see the module docstring).
+            self.payments_seen = True
+            self.state.put(META_NS, "payments_seen", True)
         sub_id = invoice_subscription_id(invoice)
         invoice_id = get_str(invoice, "id")
         if sub_id is None or invoice_id is None:
             return
+        status = invoice.get("status")
+        paid = event_type in PAID_TYPES or status == "paid"
+        settled = not paid and (event_type in SETTLED_TYPES or status in ("void", "uncollectible"))
+        due_amount = get_int(invoice, "amount_remaining") or get_int(invoice, "amount_due") or 0
+        renewal_open = (
+            not paid
+            and not settled
+            and status == "open"
+            and invoice.get("billing_reason") in RENEWAL_REASONS
+            and due_amount > 0
+        )
+        if not (paid or settled or renewal_open):
+            return  # drafts, non-renewal invoices, updates of no consequence
         rec = self.subs.get(sub_id)
         orphan = rec is None
         if rec is None:
@@ -184,27 +203,17 @@ class SubscriptionLedger:
                 self._orphans[sub_id] = rec
                 if len(self._orphans) > MAX_ORPHANS:
                     self._orphans.popitem(last=False)
-        status = invoice.get("status")
-        if event_type in PAID_TYPES or status == "paid":
-            if not self.payments_seen and event_type in PAID_TYPES:
-                self.payments_seen = True
-                self.state.put(META_NS, "payments_seen", True)
+        if paid:
             paid_at = get_int(invoice, "status_transitions", "paid_at") or get_int(event, "created") or 0
             self._settle(rec, invoice_id, paid_at=paid_at)
             through = invoice_paid_through(invoice)
             if through is not None and through > rec.paid_through:
                 rec.paid_through = through
-        elif event_type in SETTLED_TYPES or status in ("void", "uncollectible"):
+        elif settled:
             self._settle(rec, invoice_id)
-        elif (
-            status == "open"
-            and invoice.get("billing_reason") in RENEWAL_REASONS
-            and (get_int(invoice, "amount_remaining") or get_int(invoice, "amount_due") or 0) > 0
-            and rec.open_invoice is None
-            and zlib.crc32(invoice_id.encode()) not in rec.settled
-        ):
+        elif rec.open_invoice is None and zlib.crc32(invoice_id.encode()) not in rec.settled:
             rec.open_invoice = invoice_id
-            rec.open_amount = get_int(invoice, "amount_remaining") or get_int(invoice, "amount_due") or 0
+            rec.open_amount = due_amount
             due = get_int(invoice, "due_date")
             started = get_int(invoice, "status_transitions", "finalized_at") or get_int(invoice, "created") or 0
             rec.open_since = max(due or 0, started)
