@@ -336,3 +336,12 @@ def test_ended_subscriptions_are_forgotten_after_retention(h):
     h.tick(T0 + 31 * DAY)
     assert subs(h, "canceled") == 0
     assert h.detector("silent_lapse").subs == {}
+
+
+def test_a_one_off_invoice_payment_also_proves_invoice_events_arrive(h):
+    h.send("invoice.paid", invoice(None, created=T0, reason="manual"), received=T0)
+    renewal = T0 + 30 * DAY
+    h.send("customer.subscription.created", sub(), created=T0, received=T0)
+    h.send("customer.subscription.updated", sub(start=renewal), created=renewal, received=renewal)
+    h.tick(renewal + GRACE + 60)
+    assert [a["reason"] for a in h.anomalies()] == ["no_payment"]
