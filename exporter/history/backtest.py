@@ -31,7 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_RULES_DIR = REPO_ROOT / "rules"
 # Candidate scrape intervals; the smallest one that keeps the number of scrapes under MAX_SCRAPES is used.
 AUTO_INTERVALS = (15.0, 30.0, 60.0, 120.0, 300.0)
-MAX_SCRAPES = 45_000
+# 25,000 keeps a month of history at 2-minute scrapes: the cost of every later step (samples to write and backfill,
+# points for range queries such as the revenue rules' [7d] windows) grows with it.
+MAX_SCRAPES = 25_000
 
 
 @dataclass

@@ -9,7 +9,6 @@ queries at the next scrape, as a staleness marker would make it in a live Promet
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
@@ -20,6 +19,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 # Prometheus refuses query_range requests of more than 11,000 points per series.
 MAX_POINTS = 10_000
@@ -163,7 +164,7 @@ class PrometheusProcess:
         req = urllib.request.Request(f"{self.url}/api/v1/query_range", data=body, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=300) as resp:
-                doc = json.loads(resp.read())
+                doc = orjson.loads(resp.read())
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
             raise PrometheusError(f"query failed ({exc.code}): {detail[:500]}\n  query: {expr}") from exc
