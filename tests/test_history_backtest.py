@@ -93,6 +93,11 @@ def test_each_injected_anomaly_fires_its_detectors_alert_in_its_window(anomalous
     if anomaly in IN_PROCESS:
         # The in-process detectors name whom the anomaly is about.
         assert {a["labels"].get("customer") for a in in_window} == {inj["customer"]}
+        # The anomaly series lives for the detectors' TTL (1 h), then vanishes; the alert keeps firing for the
+        # rule's keep_firing_for (1 m) and resolves at the next evaluation on the scrape grid.
+        for a in in_window:
+            assert a["ends_at"] is not None
+            assert 3600 <= a["ends_at"] - a["starts_at"] <= 3600 + 60 + 2 * int(SCRAPE)
     if anomaly == "silent_lapse":
         assert {a["labels"].get("subscription") for a in in_window} == {inj["subscription"]}
     if anomaly == "revenue_drop":
