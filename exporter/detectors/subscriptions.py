@@ -148,27 +148,27 @@ class SubscriptionLedger:
             self._journal.track(sub_id)
             if rec.open_invoice:
                 self._open_invoices[rec.open_invoice] = sub_id
+            counted = None
         else:
-            self._uncount(rec)
-        rec.first_seen = min(rec.first_seen, created)
+            counted = (rec.status, rec.currency, rec.monthly)
+        if created < rec.first_seen:
+            rec.first_seen = created
         if created >= rec.snap_created:
             view = read_subscription(obj)
             status = view.status or ("canceled" if event_type == "customer.subscription.deleted" else None)
             rec.snap_created = created
             # Interned: a handful of distinct values shared by every record.
-            rec.status = sys.intern(status) if status else rec.status
+            if status:
+                rec.status = sys.intern(status)
             rec.customer = view.customer or rec.customer
-            rec.currency = sys.intern(view.currency) if view.currency else rec.currency
-            rec.monthly = view.monthly_minor
-            rec.interval_s = view.interval_seconds or rec.interval_s
-            rec.period_start = view.period_start
-            rec.period_end = view.period_end
-            rec.trial_end = view.trial_end
-            rec.cancel_at = view.cancel_at
-            rec.cancel_at_period_end = view.cancel_at_period_end
-            rec.send_invoice_days = view.send_invoice_days
-            rec.paused = view.collection_paused
-        self._count(rec)
+            if view.currency:
+                rec.currency = sys.intern(view.currency)
+            rec.apply_snapshot(view)
+        # The gauges move only when what they count changed (most updates change neither).
+        if counted != (rec.status, rec.currency, rec.monthly):
+            if counted is not None:
+                self._count_values(*counted, sign=-1)
+            self._count(rec)
         self._save(sub_id, rec)
 
     def _invoice(self, event: dict[str, Any], event_type: str) -> None:
@@ -245,19 +245,25 @@ class SubscriptionLedger:
         return rec.status if rec.status in SUBSCRIPTION_STATUSES else "other"
 
     def _count(self, rec: Sub, sign: int = 1) -> None:
-        label = self._status_label(rec)
-        if label is None:
+        self._count_values(rec.status, rec.currency, rec.monthly, sign=sign)
+
+    def _count_values(self, status: str | None, currency: str | None, monthly: float, *, sign: int = 1) -> None:
+        if status is None:
             return
+        label = status if status in SUBSCRIPTION_STATUSES else "other"
         n = self._status_counts.get(label, 0) + sign
         self._status_counts[label] = n
         self._status_gauge(label).set(n)
-        if rec.status in self.mrr_statuses and rec.currency and rec.monthly > 0:
-            child = self._mrr_gauge(rec.currency)
+        if status in self.mrr_statuses and currency and monthly > 0:
+            child = self._mrr_gauge(currency)
             if child is None:
                 return
-            value = self._mrr_minor.get(rec.currency, 0.0) + sign * rec.monthly
-            self._mrr_minor[rec.currency] = value
-            child.set(to_major(round(value), rec.currency))
+            value = self._mrr_minor.get(currency, 0.0) + sign * monthly
+            self._mrr_minor[currency] = value
+            child.set(to_major(round(value), currency))
+
+    def _uncount(self, rec: Sub) -> None:
+        self._count(rec, -1)
 
     def _status_gauge(self, label: str) -> Any:
         child = self._status_child.get(label)
@@ -273,9 +279,6 @@ class SubscriptionLedger:
                 return None  # never add amounts of different currencies
             child = self._mrr_child[currency] = self.g_mrr.labels(label)
         return child
-
-    def _uncount(self, rec: Sub) -> None:
-        self._count(rec, -1)
 
     def _recount(self) -> None:
         """Recompute the gauges from scratch (removes float drift of the incremental updates)."""
