@@ -134,3 +134,23 @@ def test_clean_history_with_redeliveries_and_out_of_order_events_fires_nothing(c
     ]
     assert len(out_of_order) > 5  # and delivers some updates before their creation
     assert alerts == []
+
+
+def test_backtest_uses_thresholds_rendered_from_the_users_config(tmp_path: Path) -> None:
+    require_binary("promtool")
+    require_binary("prometheus")
+    history = tmp_path / "short.jsonl"
+    proc = _cli("simulate", "--output", str(history), "--days", "2", "--events-per-day", "2000", "--start", str(START))
+    assert proc.returncode == 0, proc.stderr
+    # ~3 % of charges fail in generated traffic: silent with the shipped 15 %, loud at 2 %.
+    config = tmp_path / "billingwatch.yml"
+    config.write_text("rules:\n  charge_failure_spike:\n    max_failure_ratio: 0.02\n    min_attempts: 5\n")
+    proc = _cli("backtest", str(history), "--json", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    alerts = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert alerts and {a["detector"] for a in alerts} == {"charge_failure_spike"}
+    assert all(START <= a["starts_at"] <= START + 2 * 86400 for a in alerts)
+    # An explicit --rules wins over the config's rendering: the shipped rules stay silent.
+    proc = _cli("backtest", str(history), "--json", "--config", str(config), "--rules", str(REPO / "rules"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
