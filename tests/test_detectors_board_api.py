@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -269,6 +271,29 @@ def test_custom_detector_that_cannot_be_imported_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as err:
         Harness(tmp_path / "s.sqlite3", detectors={"custom": [{"name": "x1", "class": "tests.nowhere:Nothing"}]})
     assert err.value.errors[0].startswith("detectors.custom[0].class: cannot import")
+    # check-config finds it too.
+    config_file = tmp_path / "bad.yml"
+    config_file.write_text("detectors:\n  custom:\n    - {name: x1, class: 'tests.detector_example:Nope'}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", str(config_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "detectors.custom[0].class: cannot import 'tests.detector_example:Nope'" in result.stderr
+
+
+def test_custom_detector_whose_factory_fails_is_a_config_error(tmp_path, monkeypatch):
+    import tests.detector_example as example
+
+    def broken(context):
+        raise RuntimeError("no database here")
+
+    monkeypatch.setattr(example, "Broken", broken, raising=False)
+    with pytest.raises(ConfigError) as err:
+        Harness(tmp_path / "s.sqlite3", detectors={"custom": [{"name": "x1", "class": example.__name__ + ":Broken"}]})
+    assert "RuntimeError: no database here" in err.value.errors[0]
 
 
 # -- config ------------------------------------------------------------------------------------------------------

@@ -141,6 +141,15 @@ class DetectorsConfig:
             factory = entry.get("class")
             if not isinstance(factory, str) or not _FACTORY_RE.match(factory):
                 errors.append(f"{where}.class: required, 'package.module:ClassName', got {factory!r}")
+            else:
+                # Import now, so check-config and start-up report a wrong path as a config error.
+                from exporter.detectors.loader import resolve
+
+                try:
+                    if not callable(resolve(factory)):
+                        errors.append(f"{where}.class: {factory!r} is not a class or function")
+                except Exception as exc:
+                    errors.append(f"{where}.class: cannot import {factory!r}: {type(exc).__name__}: {exc}")
             options = entry.get("options", {})
             if options is not None and not isinstance(options, dict):
                 errors.append(f"{where}.options: expected a mapping, got {type(options).__name__}")

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from exporter.config import ConfigError
 from exporter.detectors.base import Detector, DetectorContext
-
-
-def resolve(path: str) -> Any:
-    """'package.module:Name' (or 'package.module:Outer.Inner') -> the object."""
-    module_name, _, attr_path = path.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr_path.split("."):
-        obj = getattr(obj, part)
-    return obj
+from exporter.detectors.loader import resolve
 
 
 def load_custom(index: int, name: str, factory_path: str, context: DetectorContext) -> Detector:
