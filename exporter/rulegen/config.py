@@ -84,6 +84,14 @@ class WebhookLagRules:
 
 
 @dataclass(frozen=True)
+class WebhookDeliveryRules:
+    max_undelivered: int
+    fetched_window: str
+    min_fetched: int
+    for_duration: str
+
+
+@dataclass(frozen=True)
 class ExporterRules:
     down_for: str
     silence: str
@@ -106,6 +114,7 @@ class RulesConfig:
     refunds: RefundRules
     revenue_drop: RevenueDropRules
     webhook_lag: WebhookLagRules
+    webhook_delivery: WebhookDeliveryRules
     exporter: ExporterRules
 
     def validate(self) -> list[str]:

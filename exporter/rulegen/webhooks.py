@@ -18,6 +18,34 @@ def quantile_name(q: float) -> str:
     return "p" + text.replace(".", "_")
 
 
+def delivery_alert(cfg: RulesConfig) -> dict[str, Any]:
+    """Stripe failing to deliver: what the missed-delivery poller (exporter/poller.py) sees."""
+    d = cfg.webhook_delivery
+    return alert(
+        cfg,
+        "BillingWatchStripeDeliveryFailing",
+        f"max by (job) ({sel(cfg, 'stripe_events_undelivered')}) >= {d.max_undelivered}\n"
+        f"or\n"
+        f"sum by (job) (increase({sel(cfg, 'billingwatch_events_fetched_total')}[{d.fetched_window}]))"
+        f" >= {d.min_fetched}",
+        for_duration=d.for_duration,
+        labels={"detector": "webhook_lag", "severity": "warning"},
+        summary="Stripe is failing to deliver webhook events.",
+        description=(
+            "Stripe reports "
+            + query_value("max by (job) (stripe_events_undelivered{job=%q})", "$labels.job", "%.0f")
+            + " events not yet delivered to every endpoint, and the exporter had to fetch "
+            + query_value(
+                f"sum by (job) (increase(billingwatch_events_fetched_total{{job=%q}}[{d.fetched_window}]))",
+                "$labels.job",
+                "%.0f",
+            )
+            + f" events no webhook brought in the last {d.fetched_window} (thresholds {d.max_undelivered} and "
+            f"{d.min_fetched})."
+        ),
+    )
+
+
 def group(cfg: RulesConfig) -> dict[str, Any]:
     lag = cfg.webhook_lag
     w = lag.window
@@ -54,5 +82,6 @@ def group(cfg: RulesConfig) -> dict[str, Any]:
             record(events, f"sum by (job) (increase({sel(cfg, 'stripe_event_delivery_delay_seconds_count')}[{w}]))"),
             lag_alert("warning", lag.warning_seconds),
             lag_alert("critical", lag.critical_seconds),
+            delivery_alert(cfg),
         ],
     }
