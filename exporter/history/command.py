@@ -58,7 +58,8 @@ def _backtest(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="billingwatch-rules-") as rendered:
         if args.rules:
             rules_dir = Path(args.rules)
-        elif args.config:
+        elif args.config or not DEFAULT_RULES_DIR.is_dir():
+            # The user's thresholds, or (installed without the repository's rules/) the defaults, rendered.
             rules_dir = _render_rules(config, Path(rendered)) or DEFAULT_RULES_DIR
         else:
             rules_dir = DEFAULT_RULES_DIR
