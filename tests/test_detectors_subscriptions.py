@@ -345,3 +345,20 @@ def test_a_one_off_invoice_payment_also_proves_invoice_events_arrive(h):
     h.send("customer.subscription.updated", sub(start=renewal), created=renewal, received=renewal)
     h.tick(renewal + GRACE + 60)
     assert [a["reason"] for a in h.anomalies()] == ["no_payment"]
+
+
+def test_sweep_is_spread_over_ticks_without_missing_anyone(tmp_path):
+    h = Harness(tmp_path / "s.sqlite3", detectors={"subscriptions": {"sweep_interval_seconds": 10.0}})
+    h.send("invoice.paid", invoice("sub_other", created=T0), received=T0)
+    renewal = T0 + 30 * DAY
+    for i in range(1200):
+        h.send(
+            "customer.subscription.updated", sub(f"sub_many{i:05d}", start=renewal), created=renewal, received=renewal
+        )
+    start = renewal + GRACE + 60
+    h.tick(start)
+    assert 0 < h.value("stripe_subscriptions_lapsed") < 1200  # one slice, not the whole ledger
+    for second in range(1, 4):
+        h.tick(start + second)
+    assert h.value("stripe_subscriptions_lapsed") == 1200
+    assert h.total("silent_lapse") == 1200

@@ -144,8 +144,9 @@ class Sub:
         n[_SETTLED], n[_SETTLED + 1], n[_SETTLED + 2] = marks
 
     def dump(self) -> list[Any]:
-        numbers = [v if i == _MONTHLY else int(v) for i, v in enumerate(self.n.tolist())]
-        return [*(getattr(self, f) for f in STRING_FIELDS), *numbers]
+        # Numbers as the array's doubles: dumped on every change, this must stay cheap.
+        strings = [self.customer, self.status, self.currency, self.open_invoice, self.alerted, self.lapsed]
+        return [*strings, *self.n.tolist()]
 
     @classmethod
     def load(cls, values: list[Any]) -> Sub | None:

@@ -22,6 +22,7 @@ otherwise make every subscription look unpaid).
 
 from __future__ import annotations
 
+import math
 import sys
 import zlib
 from collections import OrderedDict
@@ -46,6 +47,8 @@ META_NS = "subscriptions_meta"
 SLACK_SECONDS = 3600
 # Invoice events may arrive before the first subscription event; their facts wait here (bounded).
 MAX_ORPHANS = 10_000
+# Subscriptions evaluated per tick at least (a sweep of 50,000 at once would pause the listener ~100 ms).
+SWEEP_SLICE_MIN = 500
 ENDED_STATUSES = frozenset(("canceled", "incomplete_expired"))
 PAID_TYPES = frozenset(("invoice.paid", "invoice.payment_succeeded"))
 SETTLED_TYPES = frozenset(("invoice.voided", "invoice.marked_uncollectible", "invoice.deleted"))
@@ -76,6 +79,9 @@ class SubscriptionLedger:
         self._orphans: OrderedDict[str, Sub] = OrderedDict()
         self._open_invoices: dict[str, str] = {}  # open renewal invoice id -> subscription id (pre-basil charges)
         self._next_sweep = float("-inf")
+        self._cycle: list[str] | None = None
+        self._cycle_pos = 0
+        self._cycle_started = 0.0
         self.payments_seen = False
         self.lapsed_count = 0
         self._cap_currency = LabelCap(max_label_values)
@@ -98,7 +104,7 @@ class SubscriptionLedger:
         self._status_child = {status: self.g_subs.labels(status) for status in SUBSCRIPTION_STATUSES}
         self._mrr_child: dict[str, Any] = {}
         self._status_counts: dict[str, int] = {}
-        self._mrr_minor: dict[str, float] = {}
+        self._mrr_milli: dict[str, int] = {}
         board.precreate(self.name)
         self._restore()
 
@@ -258,9 +264,10 @@ class SubscriptionLedger:
             child = self._mrr_gauge(currency)
             if child is None:
                 return
-            value = self._mrr_minor.get(currency, 0.0) + sign * monthly
-            self._mrr_minor[currency] = value
-            child.set(to_major(round(value), currency))
+            # Integer thousandths of a minor unit: adding and removing a value is exact, so no drift accumulates.
+            value = self._mrr_milli.get(currency, 0) + sign * round(monthly * 1000)
+            self._mrr_milli[currency] = value
+            child.set(to_major(round(value / 1000), currency))
 
     def _uncount(self, rec: Sub) -> None:
         self._count(rec, -1)
@@ -281,34 +288,11 @@ class SubscriptionLedger:
         return child
 
     def _recount(self) -> None:
-        """Recompute the gauges from scratch (removes float drift of the incremental updates)."""
-        old_statuses = set(self._status_counts) | set(SUBSCRIPTION_STATUSES)
-        old_currencies = set(self._mrr_minor)
-        counts: dict[str, int] = {}
-        mrr: dict[str, float] = {}
-        statuses = self.mrr_statuses
+        """Count every record from scratch (at start, after the ledger was read back)."""
+        self._status_counts = {}
+        self._mrr_milli = {}
         for rec in self.subs.values():
-            label = self._status_label(rec)
-            if label is None:
-                continue
-            counts[label] = counts.get(label, 0) + 1
-            if rec.status in statuses and rec.currency and rec.monthly > 0:
-                mrr[rec.currency] = mrr.get(rec.currency, 0.0) + rec.monthly
-        self._status_counts = counts
-        self._mrr_minor = mrr
-        for label, n in counts.items():
-            self._status_gauge(label).set(n)
-        for currency, value in mrr.items():
-            child = self._mrr_gauge(currency)
-            if child is not None:
-                child.set(to_major(round(value), currency))
-        # Series that no subscription feeds any more go to 0 (a currency's MRR stays visible as 0).
-        for status in old_statuses - set(self._status_counts):
-            self._status_gauge(status).set(0)
-        for currency in old_currencies - set(self._mrr_minor):
-            child = self._mrr_gauge(currency)
-            if child is not None:
-                child.set(0)
+            self._count(rec)
 
     # -- silent lapse ----------------------------------------------------------------------------------------
 
@@ -349,33 +333,36 @@ class SubscriptionLedger:
         return base + rec.interval_s
 
     def sweep(self, now: float) -> None:
-        lapsed = 0
-        ended_before = now - self.ended_retention
-        forget = []
-        for sub_id, rec in self.subs.items():
-            if rec.status in ENDED_STATUSES and rec.snap_created < ended_before:
-                forget.append(sub_id)
-                continue
-            found = self.lapse_reason(rec, now)
-            reason = found[0] if found else None
-            if reason is not None:
-                lapsed += 1
-            if reason != rec.lapsed:
-                rec.lapsed = reason
-                self._save(sub_id, rec)
-            if found is not None and rec.alerted != found[1]:
-                rec.alerted = found[1]
-                self._save(sub_id, rec)
-                self._report(sub_id, rec, found[0], now)
-        for sub_id in forget:
-            rec = self.subs.pop(sub_id)
+        """Evaluate every subscription at once (tests, backtests with sparse ticks)."""
+        for sub_id in list(self.subs):
+            self._sweep_one(sub_id, now)
+
+    def _sweep_one(self, sub_id: str, now: float) -> None:
+        rec = self.subs.get(sub_id)
+        if rec is None:
+            return
+        if rec.status in ENDED_STATUSES and rec.snap_created < now - self.ended_retention:
+            del self.subs[sub_id]
             if rec.open_invoice:
                 self._open_invoices.pop(rec.open_invoice, None)
+            self._set_lapsed(rec, None)
             self._uncount(rec)
             self._journal.deleted(sub_id)
-        self.lapsed_count = lapsed
-        self.g_lapsed.set(lapsed)
-        self._recount()
+            return
+        found = self.lapse_reason(rec, now)
+        if (found[0] if found else None) != rec.lapsed:
+            self._set_lapsed(rec, found[0] if found else None)
+            self._save(sub_id, rec)
+        if found is not None and rec.alerted != found[1]:
+            rec.alerted = found[1]
+            self._save(sub_id, rec)
+            self._report(sub_id, rec, found[0], now)
+
+    def _set_lapsed(self, rec: Sub, reason: str | None) -> None:
+        if (rec.lapsed is None) != (reason is None):
+            self.lapsed_count += 1 if reason is not None else -1
+            self.g_lapsed.set(self.lapsed_count)
+        rec.lapsed = reason
 
     def _report(self, sub_id: str, rec: Sub, reason: str, now: float) -> None:
         amount = None
@@ -412,9 +399,25 @@ class SubscriptionLedger:
         )
 
     def tick(self, now: float) -> None:
-        if now >= self._next_sweep:
+        # The sweep is spread over its interval (a slice per tick) so that no tick pauses the webhook listener
+        # for long; when the clock moved a whole interval since the cycle began (a backtest's sparse ticks),
+        # the rest of the cycle runs at once.
+        if self._cycle is None and now >= self._next_sweep:
+            self._cycle = list(self.subs)
+            self._cycle_pos = 0
+            self._cycle_started = now
             self._next_sweep = now + self.sweep_interval
-            self.sweep(now)
+        if self._cycle is not None:
+            cycle = self._cycle
+            if now - self._cycle_started >= self.sweep_interval:
+                end = len(cycle)
+            else:
+                end = self._cycle_pos + max(SWEEP_SLICE_MIN, math.ceil(len(cycle) / max(1.0, self.sweep_interval)))
+            for sub_id in cycle[self._cycle_pos : end]:
+                self._sweep_one(sub_id, now)
+            self._cycle_pos = end
+            if end >= len(cycle):
+                self._cycle = None
         self._journal.write(self._dump)
 
     def _dump(self, sub_id: str) -> list[Any]:
