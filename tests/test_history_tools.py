@@ -21,8 +21,6 @@ from tests.conftest import REPO, SECRET, make_event
 from tests.fake_stripe_api import API_KEY, FakeStripeAPI
 from tests.ingest_support import make_config, running_exporter
 
-NOW = int(time.time())
-
 
 def _env(api_base: str | None = None, key: str = API_KEY) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
@@ -53,8 +51,11 @@ def _events(n: int, *, start: int, step: int = 600) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def stripe_api() -> Any:
-    # 40 days of events, one every 4 hours: 240 events, of which the last 30 days are 180.
-    with FakeStripeAPI(_events(240, start=NOW - 40 * 86400 + 60, step=4 * 3600)) as api:
+    # 40 days of events, one every 4 hours: 240 events, of which the last 30 days are 180. The first of those is
+    # 30 minutes inside the 30-day boundary, so a test running a little later does not move it.
+    now = int(time.time())
+    with FakeStripeAPI(_events(240, start=now - 40 * 86400 + 1800, step=4 * 3600)) as api:
+        api.now = now  # type: ignore[attr-defined]
         yield api
 
 
@@ -62,13 +63,13 @@ async def test_fetch_events_pages_newest_first_through_the_sdk(stripe_api: FakeS
     code, out, err = await _cli("fetch-events", "--since", "30d", env=_env(stripe_api.url))
     assert code == 0, err
     ids = [json.loads(line)["id"] for line in out.splitlines()]
-    expected = [e["id"] for e in stripe_api.events if e["created"] >= NOW - 30 * 86400]
-    assert len(expected) in (179, 180, 181)
+    expected = [e["id"] for e in stripe_api.events if e["created"] >= stripe_api.now - 30 * 86400]  # type: ignore[attr-defined]
+    assert len(expected) == 180
     assert ids == expected  # all of the last 30 days, newest first, each once
     pages = [r for r in stripe_api.requests if r["path"] == "/v1/events"]
     assert len(pages) == 2  # 100 + the rest
     first = dict(pages[0]["params"])
-    assert first["limit"] == "100" and abs(int(first["created[gte]"]) - (NOW - 30 * 86400)) < 60
+    assert first["limit"] == "100" and abs(int(first["created[gte]"]) - (stripe_api.now - 30 * 86400)) < 600  # type: ignore[attr-defined]
     assert dict(pages[1]["params"])["starting_after"] == ids[99]  # the SDK's auto-paging cursor
     assert "fetch-events:" in err and "events written" in err
 
@@ -87,7 +88,7 @@ async def test_fetch_events_filters_by_type(stripe_api: FakeStripeAPI) -> None:
 
 async def test_fetch_events_resumes_after_a_failure(stripe_api: FakeStripeAPI, tmp_path: Path) -> None:
     output = tmp_path / "events.jsonl"
-    expected = [e["id"] for e in stripe_api.events if e["created"] >= NOW - 30 * 86400]
+    expected = [e["id"] for e in stripe_api.events if e["created"] >= stripe_api.now - 30 * 86400]  # type: ignore[attr-defined]
     # The second page fails with a 400 (not retried by the SDK): the fetch stops after the first 100 events...
     stripe_api.fail_next = [None, (400, "invalid_request_error")]
     code, _, err = await _cli("fetch-events", "--since", "30d", "--output", str(output), env=_env(stripe_api.url))
@@ -117,12 +118,13 @@ async def test_fetch_events_refuses_without_or_with_a_wrong_key(stripe_api: Fake
 
 def _history(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
     """Ten charges a second apart, two of them delivered twice."""
+    now = int(time.time())
     events = []
     for i in range(10):
-        ch = samples.charge(amount=1000 + i, customer=f"cus_{i}", created=NOW - 100 + i, charge_id=f"ch_replay_{i}")
-        events.append(samples.event("charge.succeeded", ch, created=NOW - 100 + i, event_id=f"evt_replay_{i}"))
-    lines = [{"received": NOW - 100 + i + 0.2, "event": e} for i, e in enumerate(events)]
-    lines += [{"received": NOW - 90.5, "event": events[3]}, {"received": NOW - 90.4, "event": events[7]}]
+        ch = samples.charge(amount=1000 + i, customer=f"cus_{i}", created=now - 100 + i, charge_id=f"ch_replay_{i}")
+        events.append(samples.event("charge.succeeded", ch, created=now - 100 + i, event_id=f"evt_replay_{i}"))
+    lines = [{"received": now - 100 + i + 0.2, "event": e} for i, e in enumerate(events)]
+    lines += [{"received": now - 90.5, "event": events[3]}, {"received": now - 90.4, "event": events[7]}]
     path = tmp_path / "history.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path, events

@@ -14,8 +14,6 @@ from exporter import samples
 from tests.fake_stripe_api import API_KEY, FakeStripeAPI
 from tests.ingest_support import Exporter, make_config, running_exporter
 
-NOW = int(time.time())
-
 
 def _charge_event(n: int, created: int) -> dict[str, Any]:
     ch = samples.charge(amount=1000 + n, customer=f"cus_poll_{n}", created=created, charge_id=f"ch_poll_{n}")
@@ -24,18 +22,19 @@ def _charge_event(n: int, created: int) -> dict[str, Any]:
 
 @pytest.fixture
 def world() -> Any:
+    now = int(time.time())
     events = {
-        "delivered": _charge_event(1, NOW - 600),  # reached us by webhook
-        "missed": _charge_event(2, NOW - 500),  # never delivered: Stripe still retrying
-        "young": _charge_event(3, NOW - 10),  # may still be on its way
-        "old": _charge_event(4, NOW - 2 * 86400),  # before the first poll's look-back
-        "other_type": samples.event("customer.updated", {"id": "cus_x", "object": "customer"}, created=NOW - 400),
+        "delivered": _charge_event(1, now - 600),  # reached us by webhook
+        "missed": _charge_event(2, now - 500),  # never delivered: Stripe still retrying
+        "young": _charge_event(3, now - 10),  # may still be on its way
+        "old": _charge_event(4, now - 2 * 86400),  # before the first poll's look-back
+        "other_type": samples.event("customer.updated", {"id": "cus_x", "object": "customer"}, created=now - 400),
     }
     api = FakeStripeAPI()
     for name, event in events.items():
         api.add(event, delivered=name not in ("missed", "old"))
     with api:
-        yield api, events
+        yield api, events, now
 
 
 def _config(tmp_path: Path, api: FakeStripeAPI, **poller: Any) -> Any:
@@ -64,7 +63,7 @@ async def _deliver_first(tmp_path: Path, api: FakeStripeAPI, event: dict[str, An
 async def test_poller_counts_undelivered_and_ingests_missed_events_exactly_once(
     world: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    api, events = world
+    api, events, now = world
     await _deliver_first(tmp_path, api, events["delivered"], monkeypatch)
     monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
     async with running_exporter(_config(tmp_path, api)) as exp:
@@ -82,9 +81,9 @@ async def test_poller_counts_undelivered_and_ingests_missed_events_exactly_once(
         assert exp.value("stripe_charges_total", {"currency": "usd"}) == 1
     calls = [dict(r["params"]) for r in api.requests]
     undelivered_call = next(c for c in calls if c.get("delivery_success") == "false")
-    assert abs(int(undelivered_call["created[gte]"]) - (NOW - 3 * 86400)) < 60
+    assert abs(int(undelivered_call["created[gte]"]) - (now - 3 * 86400)) < 60
     recent_call = next(c for c in calls if "delivery_success" not in c)
-    assert abs(int(recent_call["created[gte]"]) - (NOW - 3600 - 60)) < 60
+    assert abs(int(recent_call["created[gte]"]) - (now - 3600 - 60)) < 60
     # Only the event types BillingWatch reads are polled (the endpoint need not receive anything else).
     typed = [v for r in api.requests for k, v in r["params"] if k.startswith("types")]
     assert "charge.succeeded" in typed and "customer.updated" not in typed
@@ -92,7 +91,7 @@ async def test_poller_counts_undelivered_and_ingests_missed_events_exactly_once(
 
 
 async def test_poller_can_count_without_ingesting(world: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    api, events = world
+    api, events, _ = world
     await _deliver_first(tmp_path, api, events["delivered"], monkeypatch)
     monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
     async with running_exporter(_config(tmp_path, api, ingest_fetched=False)) as exp:
@@ -108,7 +107,7 @@ async def test_poller_can_count_without_ingesting(world: Any, tmp_path: Path, mo
 async def test_poller_survives_a_rejected_key_without_logging_it(
     world: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    api, _ = world
+    api, _, now = world
     wrong = "rk_test_wrong_key_abcdef123456"
     monkeypatch.setenv("STRIPE_API_KEY", wrong)
     caplog.set_level(logging.INFO)
@@ -116,7 +115,7 @@ async def test_poller_survives_a_rejected_key_without_logging_it(
         await _wait_for_poll(exp, "error")
         assert exp.value("billingwatch_poller_polls_total", {"outcome": "ok"}) == 0
         assert exp.value("billingwatch_events_fetched_total") == 0
-        assert await exp.post_event(_charge_event(9, NOW)) == 200  # the webhook path is unaffected
+        assert await exp.post_event(_charge_event(9, now)) == 200  # the webhook path is unaffected
     assert "Stripe Events API poll failed" in caplog.text
     assert wrong not in caplog.text and wrong[-8:] not in caplog.text
 
