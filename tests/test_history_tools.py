@@ -160,6 +160,30 @@ async def test_replay_keeps_recorded_gaps_at_the_given_speed(tmp_path: Path) -> 
         assert code == 1 and "400:12" in err
 
 
+async def test_replay_rebase_moves_old_events_to_now(tmp_path: Path) -> None:
+    old = int(time.time()) - 2 * 86400
+    path = tmp_path / "old.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps(samples.event("charge.succeeded", samples.charge(created=old + i), created=old + i)) + "\n"
+            for i in range(5)
+        )
+    )
+    async with running_exporter(make_config(tmp_path / "state.sqlite3")) as exp:
+        code, _, err = await _cli(
+            "replay", str(path), "--url", exp.webhook_url, "--secret", SECRET, "--max", "--rebase"
+        )
+        assert code == 0, err
+        # Rebased: the newest event was "created" just now, so every delay is small.
+        assert exp.value("stripe_event_delivery_delay_seconds_bucket", {"le": "60.0"}) == 5
+    async with running_exporter(make_config(tmp_path / "state2.sqlite3")) as exp:
+        code, _, err = await _cli("replay", str(path), "--url", exp.webhook_url, "--secret", SECRET, "--max")
+        assert code == 0, err
+        # As recorded: two days old, beyond the largest bucket.
+        assert exp.value("stripe_event_delivery_delay_seconds_bucket", {"le": "21600.0"}) == 0
+        assert exp.value("stripe_event_delivery_delay_seconds_count") == 5
+
+
 async def test_simulate_sends_realistic_signed_traffic_with_live_anomalies(tmp_path: Path) -> None:
     async with running_exporter(make_config(tmp_path / "state.sqlite3")) as exp:
         code, _, err = await _cli(

@@ -126,3 +126,32 @@ def test_durations() -> None:
     assert parse_duration(None, 60) == 60
     with pytest.raises(ValueError):
         parse_duration("5 minutes")
+
+
+def test_generated_traffic_is_diurnal_mixed_and_deterministic() -> None:
+    from collections import Counter as Count
+
+    from exporter.history.generator import generate
+
+    start = 1767225600  # midnight UTC
+    pairs, _ = generate(start=start, days=2, events_per_day=4000, seed=5)
+    again, _ = generate(start=start, days=2, events_per_day=4000, seed=5)
+    assert [e["id"] for _, e in pairs] == [e["id"] for _, e in again]
+    assert 7000 <= len({e["id"] for _, e in pairs}) <= 9000
+    by_hour = Count(int((received - start) % 86400 // 3600) for received, _ in pairs)
+    assert by_hour[15] > 2 * by_hour[3]  # busy afternoon, quiet night (renewals are flat, the rest follows the curve)
+    types = Count(e["type"] for _, e in pairs)
+    for t in (
+        "charge.succeeded",
+        "charge.failed",
+        "charge.refunded",
+        "invoice.paid",
+        "invoice.payment_succeeded",
+        "customer.subscription.created",
+        "customer.subscription.deleted",
+        "payment_intent.succeeded",
+    ):
+        assert types[t] > 0, t
+    failed = types["charge.failed"] / (types["charge.failed"] + types["charge.succeeded"])
+    assert 0.01 < failed < 0.06
+    assert all(received >= e["created"] for received, e in pairs)  # nothing arrives before it happened
