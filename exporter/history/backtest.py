@@ -94,6 +94,8 @@ def run_backtest(
     step = interval or auto_interval(span)
     start = math.floor(index.first / step) * step
     end = math.ceil((index.last + tail_seconds) / step) * step
+    if index.skipped:
+        log(f"backtest: skipped {index.skipped} lines that are neither a Stripe event nor a {{received, event}} object")
     log(
         f"backtest: {len(index)} events from {_iso(index.first)} to {_iso(index.last)}; scraping every {step:g} s "
         f"({int((end - start) / step) + 1} scrapes); {len(rules)} rules from {len(files)} files"

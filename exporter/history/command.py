@@ -33,7 +33,7 @@ def _backtest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scrape-interval",
         type=float,
-        help="seconds between virtual scrapes (default: 15 s, coarser for long histories: at most 45,000 scrapes)",
+        help="seconds between virtual scrapes (default: 15 s, coarser for long histories: at most 25,000 scrapes)",
     )
     p.add_argument("--tail", type=float, default=0.0, help="seconds to keep evaluating after the last event")
 
@@ -43,6 +43,9 @@ def _backtest(args: argparse.Namespace) -> int:
     from exporter.history.events_file import HistoryFileError
     from exporter.history.prom import PrometheusError
 
+    if args.scrape_interval is not None and not 1 <= args.scrape_interval <= 3600:
+        _err("billingwatch backtest: --scrape-interval must be between 1 and 3600 seconds")
+        return 2
     try:
         config = load_config(args.config, env={})
     except ConfigError as exc:
