@@ -110,7 +110,7 @@ def test_out_of_order_events_never_roll_state_back(h):
     h.send("customer.subscription.created", created, created=T0)
     assert (subs(h, "canceled"), subs(h, "active")) == (1, 0)
     assert not mrr(h, "usd")  # never counted (absent) rather than counted and removed
-    record = h.detector("silent_lapse").subs["sub_1QaLp9Qa2Xv1"]
+    record = h.detector("silent_lapse").record("sub_1QaLp9Qa2Xv1")
     assert record.status == "canceled" and record.first_seen == T0
 
 
@@ -123,7 +123,7 @@ def test_equal_created_times_keep_the_later_arriving_snapshot(h):
 @pytest.mark.parametrize("basil", [True, False], ids=["basil", "pre_basil"])
 def test_period_read_from_both_api_shapes(h, basil):
     h.send("customer.subscription.created", sub(basil=basil, start=T0, end=T0 + 31 * DAY))
-    record = h.detector("silent_lapse").subs["sub_1QaLp9Qa2Xv1"]
+    record = h.detector("silent_lapse").record("sub_1QaLp9Qa2Xv1")
     assert (record.period_start, record.period_end) == (T0, T0 + 31 * DAY)
 
 
@@ -309,7 +309,7 @@ def test_payment_arriving_before_the_subscription_is_known_is_kept(h):
     h.send("customer.subscription.created", sub(), created=T0, received=renewal + 62)  # very late, and older
     h.tick(renewal + GRACE + 60)
     assert h.total("silent_lapse") == 0
-    assert h.detector("silent_lapse").subs["sub_1QaLp9Qa2Xv1"].period_start == renewal
+    assert h.detector("silent_lapse").record("sub_1QaLp9Qa2Xv1").period_start == renewal
 
 
 # -- persistence -------------------------------------------------------------------------------------------------

@@ -74,7 +74,8 @@ class SubscriptionLedger:
         self.sweep_interval = config.sweep_interval_seconds
         self.mrr_statuses = frozenset(config.mrr_statuses)
         self.ended_retention = config.ended_retention_seconds
-        self.subs: dict[str, Sub] = {}
+        # sub id -> Sub.pack() (see ledger_record: packed records cost the garbage collector nothing)
+        self.subs: dict[str, tuple[Any, ...]] = {}
         self._journal = Journal(state, NS)
         self._orphans: OrderedDict[str, Sub] = OrderedDict()
         self._open_invoices: dict[str, str] = {}  # open renewal invoice id -> subscription id (pre-basil charges)
@@ -135,7 +136,7 @@ class SubscriptionLedger:
                 return
             sub_id = self._open_invoices.get(invoice_id)
             if sub_id is not None:
-                rec = self.subs.get(sub_id)
+                rec = self.record(sub_id)
                 if rec is not None:
                     paid_at = get_int(event["data"]["object"], "created") or get_int(event, "created") or 0
                     self._settle(rec, invoice_id, paid_at=paid_at)
@@ -147,10 +148,9 @@ class SubscriptionLedger:
         created = get_int(event, "created")
         if sub_id is None or created is None:
             return
-        rec = self.subs.get(sub_id)
+        rec = self.record(sub_id)
         if rec is None:
             rec = self._orphans.pop(sub_id, None) or Sub()
-            self.subs[sub_id] = rec
             self._journal.track(sub_id)
             if rec.open_invoice:
                 self._open_invoices[rec.open_invoice] = sub_id
@@ -200,7 +200,7 @@ class SubscriptionLedger:
         )
         if not (paid or settled or renewal_open):
             return  # drafts, non-renewal invoices, updates of no consequence
-        rec = self.subs.get(sub_id)
+        rec = self.record(sub_id)
         orphan = rec is None
         if rec is None:
             rec = self._orphans.get(sub_id)
@@ -240,7 +240,13 @@ class SubscriptionLedger:
             rec.open_amount = 0
             rec.open_since = 0
 
+    def record(self, sub_id: str) -> Sub | None:
+        """A working copy of a subscription's record; changes count once saved with _save()."""
+        packed = self.subs.get(sub_id)
+        return Sub.unpack(packed) if packed is not None else None
+
     def _save(self, sub_id: str, rec: Sub) -> None:
+        self.subs[sub_id] = rec.pack()
         self._journal.changed(sub_id)
 
     # -- gauges ----------------------------------------------------------------------------------------------
@@ -291,8 +297,8 @@ class SubscriptionLedger:
         """Count every record from scratch (at start, after the ledger was read back)."""
         self._status_counts = {}
         self._mrr_milli = {}
-        for rec in self.subs.values():
-            self._count(rec)
+        for packed in self.subs.values():
+            self._count(Sub.unpack(packed))
 
     # -- silent lapse ----------------------------------------------------------------------------------------
 
@@ -338,7 +344,7 @@ class SubscriptionLedger:
             self._sweep_one(sub_id, now)
 
     def _sweep_one(self, sub_id: str, now: float) -> None:
-        rec = self.subs.get(sub_id)
+        rec = self.record(sub_id)
         if rec is None:
             return
         if rec.status in ENDED_STATUSES and rec.snap_created < now - self.ended_retention:
@@ -421,7 +427,7 @@ class SubscriptionLedger:
         self._journal.write(self._dump)
 
     def _dump(self, sub_id: str) -> list[Any]:
-        return self.subs[sub_id].dump()
+        return Sub.dump_packed(self.subs[sub_id])
 
     # -- restart ---------------------------------------------------------------------------------------------
 
@@ -430,10 +436,11 @@ class SubscriptionLedger:
         for sub_id, values in self._journal.replay():
             rec = Sub.load(values) if values is not None else None
             if rec is not None:
-                self.subs[sub_id] = rec
+                self.subs[sub_id] = rec.pack()
             else:
                 self.subs.pop(sub_id, None)
-        for sub_id, rec in self.subs.items():
+        for sub_id, packed in self.subs.items():
+            rec = Sub.unpack(packed)
             self._journal.track(sub_id)
             if rec.open_invoice:
                 self._open_invoices[rec.open_invoice] = sub_id
