@@ -77,7 +77,7 @@ class SubscriptionLedger:
         # sub id -> Sub.pack() (see ledger_record: packed records cost the garbage collector nothing)
         self.subs: dict[str, tuple[Any, ...]] = {}
         self._journal = Journal(state, NS)
-        self._orphans: OrderedDict[str, Sub] = OrderedDict()
+        self._orphans: OrderedDict[str, tuple[Any, ...]] = OrderedDict()  # packed, like self.subs
         self._open_invoices: dict[str, str] = {}  # open renewal invoice id -> subscription id (pre-basil charges)
         self._next_sweep = float("-inf")
         self._cycle: list[str] | None = None
@@ -150,7 +150,8 @@ class SubscriptionLedger:
             return
         rec = self.record(sub_id)
         if rec is None:
-            rec = self._orphans.pop(sub_id, None) or Sub()
+            packed = self._orphans.pop(sub_id, None)
+            rec = Sub.unpack(packed) if packed is not None else Sub()
             self._journal.track(sub_id)
             if rec.open_invoice:
                 self._open_invoices[rec.open_invoice] = sub_id
@@ -203,12 +204,8 @@ class SubscriptionLedger:
         rec = self.record(sub_id)
         orphan = rec is None
         if rec is None:
-            rec = self._orphans.get(sub_id)
-            if rec is None:
-                rec = Sub()
-                self._orphans[sub_id] = rec
-                if len(self._orphans) > MAX_ORPHANS:
-                    self._orphans.popitem(last=False)
+            packed = self._orphans.get(sub_id)
+            rec = Sub.unpack(packed) if packed is not None else Sub()
         if paid:
             paid_at = get_int(invoice, "status_transitions", "paid_at") or get_int(event, "created") or 0
             self._settle(rec, invoice_id, paid_at=paid_at)
@@ -229,6 +226,10 @@ class SubscriptionLedger:
             return
         if not orphan:
             self._save(sub_id, rec)
+        else:
+            self._orphans[sub_id] = rec.pack()
+            if len(self._orphans) > MAX_ORPHANS:
+                self._orphans.popitem(last=False)
 
     def _settle(self, rec: Sub, invoice_id: str, *, paid_at: int | None = None) -> None:
         if paid_at is not None and paid_at > rec.last_payment:
