@@ -40,7 +40,8 @@ from exporter.money import to_major
 from exporter.state import StateStore
 from exporter.stripe_shapes import get_int, get_str, invoice_subscription_id
 
-NS = "subscriptions"
+# Big rows (journal and shard snapshots): "zz_" sorts them after the small-row namespaces (see duplicate_charge).
+NS = "zz_ledger"
 META_NS = "subscriptions_meta"
 # Payments and period starts within this much of a boundary count as belonging to it (clock skew, invoices
 # finalised about an hour after the period starts).
