@@ -109,7 +109,13 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
         "--url", help="webhook URL to send live, signed traffic to (e.g. http://127.0.0.1:8000/webhooks/stripe)"
     )
     p.add_argument("--secret", help="signing secret (default: the first of STRIPE_WEBHOOK_SECRET)")
-    p.add_argument("--rate", type=float, default=5.0, help="live mode: mean events per second (default 5)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=5.0,
+        help="live mode: events per second, averaged over a day; the diurnal curve makes the actual rate "
+        "0.4x to 1.6x of it by time of day (default 5)",
+    )
     p.add_argument("--duration", default="60s", help="live mode: how long to send, e.g. 90s, 10m (default 60s)")
     p.add_argument(
         "--anomaly",

@@ -87,6 +87,10 @@ class _Sub:
     amount: int = field(compare=False)
 
 
+def _span(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 def diurnal_weight(t: float) -> float:
     """Relative volume at unix time t: peak ~15:00 UTC, trough ~03:00 UTC, ratio about 1 : 3.9."""
     hour = (t % DAY) / HOUR
@@ -384,7 +388,11 @@ class HistoryGenerator:
                 self._activity(t + self.rng.random() * step, pool)
             t += step
         self._inject()
-        self.out = [(r, e) for r, e in self.out if r < self.end]
+        if self.live:
+            # A live run sends what happened before its end, including deliveries due after it (lag, redeliveries).
+            self.out = [(r, e) for r, e in self.out if e["created"] < self.end]
+        else:
+            self.out = [(r, e) for r, e in self.out if r < self.end]
         self.out.sort(key=lambda pair: pair[0])
         return self.out
 
@@ -438,8 +446,9 @@ class HistoryGenerator:
         """Place anomalies for a live run: evenly over its first 70 %, spikes shortened to fit."""
         self.live = True
         span = self.end - self.start
-        self.spike_seconds = min(2400.0, max(60.0, span * 0.25))
-        self.lag_range = (360.0, 720.0) if span >= 1800 else (330.0, 400.0)
+        self.spike_seconds = min(2400.0, span * 0.25)
+        # Above the shipped 10-minute webhook_lag threshold; a live run goes on until these late deliveries are out.
+        self.lag_range = (660.0, 900.0)
         self.redelivery_delay = (2.0, max(5.0, min(2 * HOUR, span * 0.3)))
         self.duplicate_gap = min(95.0, max(2.0, span * 0.05))
         self.chain_scale = min(1.0, span / 3600)
@@ -526,7 +535,7 @@ class HistoryGenerator:
     def _inject_charge_failure_spike(self, inj: Injection) -> None:
         for i in range(80):  # 80 declines in 40 minutes (by default) on top of normal traffic
             self._failed(inj.start + i * self.spike_seconds / 80, code="card_declined")
-        inj.note = f"80 extra declined charges in {self.spike_seconds / 60:.0f} min"
+        inj.note = f"80 extra declined charges in {_span(self.spike_seconds)}"
 
     def _inject_fraud_spike(self, inj: Injection) -> None:
         for i in range(8):
@@ -536,7 +545,7 @@ class HistoryGenerator:
             self._emit("charge.dispute.created", obj, t)
             warning = self._obj(samples.early_fraud_warning(charge_id=ch["id"], created=int(t + 60)))
             self._emit("radar.early_fraud_warning.created", warning, t + 60)
-        inj.note = f"8 fraudulent disputes and 8 early fraud warnings in {self.spike_seconds / 60:.0f} min"
+        inj.note = f"8 fraudulent disputes and 8 early fraud warnings in {_span(self.spike_seconds)}"
 
     def _inject_revenue_drop(self, inj: Injection) -> None:
         if not inj.note:
@@ -547,7 +556,7 @@ class HistoryGenerator:
         for i in range(60):  # enough delayed deliveries for a quantile even at low volume
             self._filler(inj.start + i * length / 60)
         lo, hi = self.lag_range
-        inj.note = f"deliveries {lo / 60:.0f}-{hi / 60:.0f} min late for {length / 60:.0f} min"
+        inj.note = f"deliveries {lo / 60:.0f}-{hi / 60:.0f} min late for {_span(length)}"
 
 
 def generate(

@@ -35,6 +35,9 @@ def run_live(
     gen.plan_live(anomalies)
     pairs = gen.generate()
     log(f"simulate: {len(pairs)} deliveries to {url} over {duration:g} s (~{rate:g}/s), seed {seed}")
+    tail = pairs[-1][0] - (now + duration) if pairs else 0
+    if tail > 1:
+        log(f"  late deliveries (redeliveries, lag) keep the run going {tail:.0f} s longer")
     for inj in gen.injections:
         who = " ".join(x for x in (inj.customer, inj.subscription) if x)
         at = datetime.fromtimestamp(inj.start, UTC).strftime("%H:%M:%S")
