@@ -45,12 +45,18 @@ _DELETED = object()
 class _Batch:
     """Writes taken out of the pending maps for one transaction; visible to lookups until committed."""
 
-    __slots__ = ("committed", "kv", "seen")
+    __slots__ = ("committed", "deletes", "kv", "seen", "seen_rows", "upserts")
 
-    def __init__(self, seen: dict[str, int], kv: dict[tuple[str, str], Any]):
+    def __init__(self, seen: dict[str, int], kv: dict[tuple[str, str], Any], now: float | None):
         self.seen = seen
         self.kv = kv
         self.committed = False
+        # The rows are built (and values serialised) here, on the thread that took the batch: a worker thread
+        # doing this Python work would hold the GIL in long stretches and stall the event loop.
+        now_i = int(now if now is not None else time.time())
+        self.seen_rows = list(seen.items())
+        self.upserts = [(ns, k, orjson.dumps(v), now_i) for (ns, k), v in kv.items() if v is not _DELETED]
+        self.deletes = [(ns, k) for (ns, k), v in kv.items() if v is _DELETED]
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -152,10 +158,10 @@ class StateStore:
         """Write every pending change, and wait for a background flush in progress: on return all is on disk."""
         if self._closed:
             return
-        batch = self._take()
+        batch = self._take(now)
         with self._write_lock:
             if batch is not None:
-                self._commit_or_restore(batch, now)
+                self._commit_or_restore(batch)
 
     async def flush_in_background(self, now: float | None = None) -> None:
         """Like flush(), but the writing happens in a worker thread while the event loop goes on."""
@@ -164,12 +170,12 @@ class StateStore:
         if self._in_memory:
             self.flush(now)
             return
-        batch = self._take()
+        batch = self._take(now)
         if batch is None:
             return
         # Taken on the loop thread, released by the worker: a later flush() waits for this batch to be written.
         self._write_lock.acquire()
-        future = asyncio.get_running_loop().run_in_executor(None, self._write_and_release, batch, now)
+        future = asyncio.get_running_loop().run_in_executor(None, self._write_and_release, batch)
         try:
             await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -181,26 +187,26 @@ class StateStore:
             raise
         self._settle(batch, None)
 
-    def _take(self) -> _Batch | None:
+    def _take(self, now: float | None) -> _Batch | None:
         if not (self._pending_seen or self._pending_kv):
             return None
-        batch = _Batch(self._pending_seen, self._pending_kv)
+        batch = _Batch(self._pending_seen, self._pending_kv, now)
         self._pending_seen = {}
         self._pending_kv = {}
         self._inflight.append(batch)
         return batch
 
-    def _commit_or_restore(self, batch: _Batch, now: float | None) -> None:
+    def _commit_or_restore(self, batch: _Batch) -> None:
         try:
-            self._write(batch, now)
+            self._write(batch)
         except BaseException as exc:
             self._settle(batch, exc)
             raise
         self._settle(batch, None)
 
-    def _write_and_release(self, batch: _Batch, now: float | None) -> None:
+    def _write_and_release(self, batch: _Batch) -> None:
         try:
-            self._write(batch, now)
+            self._write(batch)
         finally:
             self._write_lock.release()
 
@@ -215,26 +221,21 @@ class StateStore:
             for key, value in batch.kv.items():
                 self._pending_kv.setdefault(key, value)
 
-    def _write(self, batch: _Batch, now: float | None) -> None:
+    def _write(self, batch: _Batch) -> None:
         """One transaction on the writer connection; the caller holds _write_lock."""
-        now_i = int(now if now is not None else time.time())
-        seen = list(batch.seen.items())
-        kv = list(batch.kv.items())
         db = self._wdb
         db.execute("BEGIN")
         try:
-            if seen:
-                db.executemany("INSERT OR IGNORE INTO seen_events (id, received) VALUES (?, ?)", seen)
-            upserts = [(ns, k, orjson.dumps(v), now_i) for (ns, k), v in kv if v is not _DELETED]
-            deletes = [(ns, k) for (ns, k), v in kv if v is _DELETED]
-            if upserts:
+            if batch.seen_rows:
+                db.executemany("INSERT OR IGNORE INTO seen_events (id, received) VALUES (?, ?)", batch.seen_rows)
+            if batch.upserts:
                 db.executemany(
                     "INSERT INTO kv (ns, key, value, updated) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
-                    upserts,
+                    batch.upserts,
                 )
-            if deletes:
-                db.executemany("DELETE FROM kv WHERE ns = ? AND key = ?", deletes)
+            if batch.deletes:
+                db.executemany("DELETE FROM kv WHERE ns = ? AND key = ?", batch.deletes)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -31,10 +31,10 @@ class _Gate:
         self.release = threading.Event()
         original = store._write
 
-        def gated(batch, now):
+        def gated(batch):
             self.entered.set()
             assert self.release.wait(10)
-            original(batch, now)
+            original(batch)
 
         monkeypatch.setattr(store, "_write", gated)
 
@@ -92,7 +92,7 @@ async def test_failed_background_write_keeps_the_batch_pending(tmp_path, monkeyp
     store.put("ns", "k", 1)
     original = store._write
 
-    def failing(batch, now):
+    def failing(batch):
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(store, "_write", failing)
