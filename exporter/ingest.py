@@ -57,8 +57,12 @@ class Ingestor:
         self._events_by_mode = Children(metrics.events_by_mode)
         self._events = Children(metrics.events)
 
-    def ingest(self, event: dict[str, Any], received: float) -> str:
-        """Process one shape-checked event; returns its outcome (accepted, duplicate or ignored)."""
+    def ingest(self, event: dict[str, Any], received: float, *, via_webhook: bool = True) -> str:
+        """Process one shape-checked event; returns its outcome (accepted, duplicate or ignored).
+
+        via_webhook=False is for events fetched from the Events API (the missed-delivery poller): they are deduped
+        and counted like any event, but are neither webhook requests nor observations of webhook delivery delay.
+        """
         event_id: str = event["id"]
         event_type: str = event["type"]
         created = event.get("created")
@@ -67,8 +71,9 @@ class Ingestor:
         if self.state.check_and_mark(event_id, received):
             outcome = "duplicate"
         else:
-            outcome = self._first_delivery(event, event_type, created, received)
-        self._requests[outcome].inc()
+            outcome = self._first_delivery(event, event_type, created if via_webhook else None, received)
+        if via_webhook:
+            self._requests[outcome].inc()
         self.recent.append(
             {
                 "id": event_id,

@@ -169,12 +169,9 @@ class MissedDeliveryPoller:
         now = self.clock()
         if not self.config.ingest_fetched:
             return not self.state.seen(event_id)
-        if self.state.check_and_mark(event_id, now):
-            return False
-        # A first delivery by another path: the same processing as a webhook's, without counting a webhook
-        # request (the ingestor's public ingest() would count one).
-        self.ingestor._first_delivery(event, event["type"], event.get("created"), now)
-        return True
+        # A first delivery by another path: the same processing as a webhook's, without counting a webhook request
+        # or a webhook delivery delay.
+        return self.ingestor.ingest(event, now, via_webhook=False) != "duplicate"
 
     # -- the loop ---------------------------------------------------------------------------------------------
 

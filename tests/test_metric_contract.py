@@ -184,3 +184,17 @@ async def test_private_listener_endpoints(tmp_path):
                 assert resp.status == 200
         async with ex.session.get(ex.private + "/") as resp:
             assert "/metrics" in await resp.text()
+
+
+def test_events_fetched_by_the_poller_count_once_but_are_not_webhook_deliveries(ingest):
+    created = 1_800_000_000
+    event = make_event("charge.succeeded", samples.charge(amount=900), created=created)
+    assert ingest.ingest(event, created + 7200, via_webhook=False) == "accepted"
+    assert value(ingest, "stripe_charges_total", currency="usd") == 1
+    # Two hours late, but not through the webhook: webhook lag and request counts stay untouched.
+    assert value(ingest, "stripe_event_delivery_delay_seconds_count") == 0
+    assert value(ingest, "billingwatch_webhook_requests_total", outcome="accepted") == 0
+    # Stripe's own delivery arriving later is a duplicate: nothing is counted twice.
+    assert ingest.ingest(event, created + 7300) == "duplicate"
+    assert value(ingest, "stripe_charges_total", currency="usd") == 1
+    assert value(ingest, "billingwatch_webhook_requests_total", outcome="duplicate") == 1
