@@ -32,7 +32,7 @@ def negative_invoice(i: int, created: int = T0):
 def series_labels(i: int):
     return anomaly_labels(
         "negative_invoice",
-        "warning",
+        "critical",
         "negative_total",
         customer=f"cus_cap{i:03d}",
         invoice=f"in_cap{i:03d}",

@@ -81,7 +81,7 @@ def test_negative_total_reported_once_per_invoice_on_any_invoice_event(h, basil)
     assert h.total("negative_invoice") == 1
     labels = anomaly_labels(
         "negative_invoice",
-        "warning",
+        "critical",
         "negative_total",
         customer=CUSTOMER,
         subscription="sub_9fKq2LmZ0aRt",
@@ -136,7 +136,7 @@ def test_refund_seen_first_as_charge_refunded_then_refund_created(h):
     h.send("charge.refunded", ch, received=T0)
     h.send("refund.created", refund(amount=60_000, charge_id="ch_7Kx"), received=T0 + 1)
     assert h.total("negative_invoice") == 1
-    labels = anomaly_labels("negative_invoice", "warning", "large_refund", customer=CUSTOMER, currency="usd")
+    labels = anomaly_labels("negative_invoice", "critical", "large_refund", customer=CUSTOMER, currency="usd")
     assert h.value("billingwatch_anomaly_amount", labels) == 600.0
 
 
@@ -190,7 +190,7 @@ def test_large_credit_note_reported_once(h):
     assert h.total("negative_invoice") == 1
     labels = anomaly_labels(
         "negative_invoice",
-        "warning",
+        "critical",
         "large_credit_note",
         customer=CUSTOMER,
         invoice="in_1Q0aYk2Lp0Qe7",
