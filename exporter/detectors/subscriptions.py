@@ -78,6 +78,8 @@ class SubscriptionLedger:
         # sub id -> Sub.pack() (see ledger_record: packed records cost the garbage collector nothing)
         self.subs: dict[str, tuple[Any, ...]] = {}
         self._journal = Journal(state, NS)
+        # Saving the table for restarts; a backtest (which never restarts) turns it off to save a third of its time.
+        self.persist = True
         self._orphans: OrderedDict[str, tuple[Any, ...]] = OrderedDict()  # packed, like self.subs
         self._open_invoices: dict[str, str] = {}  # open renewal invoice id -> subscription id (pre-basil charges)
         self._next_sweep = float("-inf")
@@ -426,7 +428,8 @@ class SubscriptionLedger:
             self._cycle_pos = end
             if end >= len(cycle):
                 self._cycle = None
-        self._journal.write(self._dump)
+        if self.persist:
+            self._journal.write(self._dump)
 
     def _dump(self, sub_id: str) -> list[Any]:
         return Sub.dump_packed(self.subs[sub_id])

@@ -81,9 +81,8 @@ def _skip_persistence(detector: Any) -> None:
     """Detectors that journal their tables to the state store for restarts (the subscription ledger) do so on
     every tick; a backtest never restarts, so that work (a third of a month-long backtest) is skipped. Only the
     persistence is skipped: what the detector keeps in memory and reports is unchanged."""
-    journal = getattr(detector, "_journal", None)
-    if journal is not None and callable(getattr(journal, "write", None)):
-        journal.write = lambda _dump: None
+    if hasattr(detector, "persist"):
+        detector.persist = False
 
 
 class OpenMetricsWriter:
