@@ -192,3 +192,49 @@ def test_memory_is_capped_oldest_first_and_counted(tmp_path):
     # The evicted ones are not.
     h.send("charge.succeeded", charge(customer="cus_cap0000", created=T0 + 30), received=T0 + 30)
     assert h.total("duplicate_charge") == 1
+
+
+def intent(ch: dict, *, latest_charge: bool = True) -> dict:
+    """The PaymentIntent of a succeeded charge, in the current shape or (latest_charge=False) the pre-2022 one."""
+    pi = {"id": ch["payment_intent"], "object": "payment_intent", "amount": ch["amount"],
+          "amount_received": ch["amount"], "currency": ch["currency"], "customer": ch["customer"],
+          "created": ch["created"] - 600, "status": "succeeded", "livemode": False}
+    if latest_charge:
+        pi["latest_charge"] = ch["id"]
+    else:
+        pi["charges"] = {"object": "list", "data": [ch], "has_more": False}
+    return pi
+
+
+@pytest.mark.parametrize("latest_charge", [True, False])
+def test_payment_intent_only_endpoint_still_detects_duplicates(h, latest_charge):
+    first, second = charge(created=T0), charge(created=T0 + 30)
+    h.send("payment_intent.succeeded", intent(first, latest_charge=latest_charge), created=T0, received=T0)
+    h.send("payment_intent.succeeded", intent(second, latest_charge=latest_charge), created=T0 + 30,
+           received=T0 + 31)
+    assert h.total("duplicate_charge") == 1
+    (found,) = h.anomalies("duplicate_charge")
+    assert found["details"]["charge_ids"] == [first["id"], second["id"]]
+
+
+def test_payment_seen_as_charge_and_payment_intent_is_one_charge(h):
+    # One payment per customer, each delivered as charge.succeeded and payment_intent.succeeded (either order).
+    a, b = charge(created=T0), charge(created=T0, customer="cus_other0000001")
+    h.send("payment_intent.succeeded", intent(a), created=T0, received=T0)
+    h.send("charge.succeeded", a, created=T0, received=T0 + 1)
+    h.send("charge.succeeded", b, created=T0, received=T0 + 2)
+    h.send("payment_intent.succeeded", intent(b), created=T0, received=T0 + 3)
+    assert h.total("duplicate_charge") == 0
+    # A second payment of the same amount by the first customer, seen both ways, is one duplicate.
+    again = charge(created=T0 + 60)
+    h.send("charge.succeeded", again, created=T0 + 60, received=T0 + 61)
+    h.send("payment_intent.succeeded", intent(again), created=T0 + 60, received=T0 + 62)
+    assert h.total("duplicate_charge") == 1
+
+
+def test_payment_intent_without_a_charge_id_is_ignored(h):
+    for i in range(2):
+        pi = intent(charge(created=T0 + i))
+        del pi["latest_charge"]
+        h.send("payment_intent.succeeded", pi, created=T0 + i, received=T0 + i)
+    assert h.total("duplicate_charge") == 0

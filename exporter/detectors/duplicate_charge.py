@@ -22,14 +22,14 @@ from exporter.detectors.config import DuplicateChargeConfig
 from exporter.detectors.payers import payer_of
 from exporter.money import normalize_currency, to_major
 from exporter.state import StateStore
-from exporter.stripe_shapes import get_int, get_str
+from exporter.stripe_shapes import get_dict, get_int, get_str
 
 # Big rows (a second of charges each). SQLite's kv table is ordered by (ns, key) WITHOUT ROWID: big rows next
 # to a namespace whose keys grow at its end make every insert there split pages full of large cells (measured:
 # 5x the cost of the neighbour's inserts). The "zz_" prefix sorts them after every other namespace.
 NS = "zz_duplicate_charge"
 BUCKET_SECONDS = 10
-EVENT_TYPES = frozenset(("charge.succeeded", "charge.captured"))
+EVENT_TYPES = frozenset(("charge.succeeded", "charge.captured", "payment_intent.succeeded"))
 
 
 def _entries(value: bytes) -> list[tuple[int, int, str]]:
@@ -95,10 +95,18 @@ class DuplicateChargeDetector:
         charge = event["data"]["object"]
         if charge.get("status") != "succeeded" or charge.get("paid") is False:
             return
-        charge_id = get_str(charge, "id")
-        amount = get_int(charge, "amount")
+        if event["type"] == "payment_intent.succeeded":
+            # The same payment seen from its PaymentIntent (endpoints subscribed to payment_intent.* only). It is
+            # identified by its charge, so a payment seen both ways is one charge; the event's time is when it
+            # succeeded (the intent's own `created` can be long before, when checkout began).
+            charge_id = intent_charge_id(charge)
+            amount = get_int(charge, "amount_received") or get_int(charge, "amount")
+            created = get_int(event, "created")
+        else:
+            charge_id = get_str(charge, "id")
+            amount = get_int(charge, "amount")
+            created = get_int(charge, "created") or get_int(event, "created")
         currency = normalize_currency(charge.get("currency"))
-        created = get_int(charge, "created") or get_int(event, "created")
         if charge_id is None or amount is None or amount <= 0 or currency is None or created is None:
             return
         payer, customer = payer_of(charge)
@@ -225,3 +233,15 @@ class DuplicateChargeDetector:
         rows.sort(key=lambda e: e[3])
         for key, charge_id, created, received in rows:
             self._remember(hash(key), int(created), int(received), str(charge_id))
+
+
+def intent_charge_id(intent: dict[str, Any]) -> str | None:
+    """The charge of a succeeded PaymentIntent: `latest_charge` (2022-11-15+), else the last of `charges.data`."""
+    latest = get_str(intent, "latest_charge")
+    if latest:
+        return latest
+    charges = get_dict(intent, "charges")
+    data = charges.get("data") if charges else None
+    if isinstance(data, list) and data:
+        return get_str(data[-1], "id")
+    return None
