@@ -23,6 +23,7 @@ ALERT_PANELS: dict[str, tuple[str, str]] = {
     "BillingWatchMonthlyDisputeRatioHigh": ("overview", "Dispute ratio vs network thresholds"),
     "BillingWatchEarlyFraudWarningSpike": ("overview", "Early fraud warning ratio"),
     "BillingWatchWebhookLag": ("operations", "Delivery delay"),
+    "BillingWatchStripeDeliveryFailing": ("operations", "Missed deliveries"),
     "BillingWatchNoEvents": ("operations", "Last event age"),
     "BillingWatchSignatureFailures": ("operations", "Invalid signatures"),
     "BillingWatchExporterDown": ("operations", "Exporter up"),

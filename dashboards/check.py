@@ -257,10 +257,17 @@ def exporter_series_names(exposition: str = "") -> set[str]:
     """Series names the exporter can expose: the ingest core's registry (exporter/metrics.py), the detector gauges
     docs/CONTRACTS.md promises (they appear only once a detector has something to report) and, if given, the
     names in a scrape of /metrics."""
-    from exporter.metrics import Metrics
+    from prometheus_client import CollectorRegistry
 
+    from exporter.config import build_config
+    from exporter.metrics import Metrics
+    from exporter.poller import MissedDeliveryPoller
+
+    # The missed-delivery poller's metrics exist only when it runs (with STRIPE_API_KEY); built here, unused.
+    poller_registry = CollectorRegistry()
+    MissedDeliveryPoller(build_config().poller, "rk_unused", poller_registry, None, None)  # type: ignore[arg-type]
     names = {line.split()[0].split("{")[0] for line in exposition.splitlines() if line and not line.startswith("#")}
-    for family in Metrics().registry.collect():
+    for family in [*Metrics().registry.collect(), *poller_registry.collect()]:
         names |= {sample.name for sample in family.samples}
         if family.type == "gauge":
             names.add(family.name)  # labelled gauges have no sample until a child is set (build_info)

@@ -1,7 +1,7 @@
 """BillingWatch operations: is the pipe from Stripe to Prometheus healthy?
 
-Traffic (events by type, webhook outcomes), delivery (Stripe's delay, the last event's age) and the exporter's
-own health (scrape, processing errors, label caps, state flushes, dropped anomaly series).
+Traffic (events by type, webhook outcomes), delivery (Stripe's delay, the last event's age, missed deliveries) and
+the exporter's own health (scrape, processing errors, label caps, state flushes, dropped anomaly series).
 """
 
 from __future__ import annotations
@@ -162,6 +162,27 @@ def build() -> dict[str, Any]:
             thresholds=m.threshold_steps(warning=seconds(silence)),
         ),
         12,
+        8,
+    )
+    delivery = cfg.webhook_delivery
+    g.add(
+        m.timeseries(
+            "Missed deliveries",
+            "Events Stripe reports as not yet delivered (delivery_success=false), and events no webhook brought that "
+            f"the poller fetched over {delivery.fetched_window}. BillingWatchStripeDeliveryFailing fires at "
+            f"{delivery.max_undelivered} undelivered or {delivery.min_fetched} fetched for {delivery.for_duration}. "
+            "Empty unless STRIPE_API_KEY is set (the poller is off without it).",
+            [
+                m.target(f"max by (instance) ({sel('stripe_events_undelivered')})", "undelivered {{instance}}"),
+                m.target(
+                    increase(sel("billingwatch_events_fetched_total"), delivery.fetched_window, "instance"),
+                    "fetched {{instance}}",
+                ),
+            ],
+            unit="none",
+            thresholds=m.threshold_steps(warning=delivery.max_undelivered),
+        ),
+        24,
         8,
     )
 
