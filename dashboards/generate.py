@@ -22,6 +22,9 @@ BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     f"{overview.UID}.json": overview.build,
     f"{operations.UID}.json": operations.build,
 }
+# alert name -> panel path, read by the rule renderer for each alert's dashboard_url annotation (it ships in the
+# exporter package, which must not need this directory).
+PANELS_FILE = JSON_DIR.parent.parent / "exporter" / "rulegen" / "panels.json"
 
 
 def render(dashboard: dict[str, Any]) -> str:
@@ -33,19 +36,33 @@ def rendered() -> dict[str, str]:
     return {name: render(build()) for name, build in BUILDERS.items()}
 
 
+def rendered_panels(dashboards: dict[str, str]) -> str:
+    from dashboards import alert_links, check
+
+    built = {uid: json.loads(dashboards[f"{uid}.json"]) for uid in (overview.UID, operations.UID)}
+    urls = alert_links.panel_urls(
+        {key: (uid, check.panels_of(built[uid])) for key, uid in (("overview", overview.UID),
+                                                                   ("operations", operations.UID))}
+    )
+    return json.dumps(urls, indent=2, sort_keys=True) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dashboards.generate", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if a file differs")
     args = parser.parse_args(argv)
     stale = []
-    for name, text in rendered().items():
-        path = JSON_DIR / name
+    dashboards = rendered()
+    files = {JSON_DIR / name: text for name, text in dashboards.items()}
+    files[PANELS_FILE] = rendered_panels(dashboards)
+    for path, text in files.items():
+        name = path.name
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current == text:
             continue
         stale.append(name)
         if not args.check:
-            JSON_DIR.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             print(f"wrote {path.relative_to(JSON_DIR.parent.parent)}")
     if args.check and stale:

@@ -99,8 +99,11 @@ def coverage_problems(alert: AlertRule) -> list[str]:
             problems.append(f"{alert.name}: a firing case does not check the detector label")
         if labels.get("severity") not in SEVERITIES:
             problems.append(f"{alert.name}: a firing case does not check severity")
-        if set(annotations) != {"summary", "description", "runbook_url"}:
-            problems.append(f"{alert.name}: a firing case must check summary, description and runbook_url exactly")
+        if set(annotations) != set(alert.rule["annotations"]):
+            problems.append(
+                f"{alert.name}: a firing case must check every annotation exactly "
+                f"({', '.join(sorted(alert.rule['annotations']))})"
+            )
     return problems
 
 

@@ -105,6 +105,7 @@ class ExporterRules:
 @dataclass(frozen=True)
 class RulesConfig:
     runbook_base_url: str
+    grafana_url: str
     job: str
     intervals: GroupIntervals
     anomalies: AnomalyRules
@@ -124,6 +125,8 @@ class RulesConfig:
             errors.append("rules.job: must be a non-empty job name without quotes or backslashes")
         if not self.runbook_base_url.startswith(("http://", "https://")):
             errors.append("rules.runbook_base_url: must be an http(s) URL")
+        if self.grafana_url and not self.grafana_url.startswith(("http://", "https://")):
+            errors.append("rules.grafana_url: must be an http(s) URL, or empty for no dashboard links")
         rd = self.revenue_drop
         if rd.warning_drop_ratio >= rd.critical_drop_ratio:
             errors.append("rules.revenue_drop: warning_drop_ratio must be below critical_drop_ratio")
@@ -152,7 +155,7 @@ def _check_tree(obj: object, where: str, errors: list[str]) -> None:
         loc = f"{where}.{field.name}"
         if dataclasses.is_dataclass(value):
             _check_tree(value, loc, errors)
-        elif field.name in ("runbook_base_url", "job"):
+        elif field.name in ("runbook_base_url", "grafana_url", "job"):
             continue
         elif isinstance(value, str):
             try:
