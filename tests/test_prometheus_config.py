@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from exporter.config import build_config
 from exporter.detectors.board import AnomalyBoard
 from exporter.metrics import Metrics
+from exporter.poller import MissedDeliveryPoller
 from exporter.rulegen.durations import parse_duration
 from exporter.rulegen.render import render
 from exporter.state import StateStore
@@ -55,7 +56,10 @@ def test_scrape_rules_and_alerting_targets() -> None:
 
 def _registry(tmp: Path) -> tuple[CollectorRegistry, Metrics, AnomalyBoard]:
     metrics = Metrics()
-    board = AnomalyBoard(metrics.registry, StateStore(tmp / "state.sqlite3"))
+    state = StateStore(tmp / "state.sqlite3")
+    board = AnomalyBoard(metrics.registry, state)
+    # The missed-delivery poller only runs with STRIPE_API_KEY; its metrics are part of what the exporter exposes.
+    MissedDeliveryPoller(build_config().poller, "rk_unused", metrics.registry, state, None)  # type: ignore[arg-type]
     return metrics.registry, metrics, board
 
 
