@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from exporter.seen_filter import SeenFilter
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_events (
     id TEXT PRIMARY KEY,
@@ -85,6 +87,13 @@ class StateStore:
         self._pending_kv: dict[tuple[str, str], Any] = {}
         self._inflight: list[_Batch] = []  # oldest first
         self._closed = False
+        # Answers "certainly new" for almost every new id without a read (exporter/seen_filter.py); it must hold
+        # every id the table holds, so it is filled from the table before the first lookup.
+        self._filter = SeenFilter(retention_seconds)
+        self.loaded_ids = self._filter.add_all(
+            self._db.execute("SELECT id, received FROM seen_events ORDER BY received")
+        )
+        self.db_lookups = 0  # lookups the filter could not answer (redeliveries and false positives)
 
     # -- seen event ids --------------------------------------------------------------------------------------
 
@@ -95,9 +104,11 @@ class StateStore:
         for batch in self._inflight:
             if event_id in batch.seen:
                 return True
-        row = self._db.execute("SELECT 1 FROM seen_events WHERE id = ?", (event_id,)).fetchone()
-        if row is not None:
-            return True
+        if self._filter.check_and_add(event_id, now):
+            self.db_lookups += 1
+            row = self._db.execute("SELECT 1 FROM seen_events WHERE id = ?", (event_id,)).fetchone()
+            if row is not None:
+                return True
         self._pending_seen[event_id] = int(now)
         return False
 
@@ -105,6 +116,9 @@ class StateStore:
         """True if `event_id` was seen before; read-only (unlike check_and_mark, remembers nothing)."""
         if event_id in self._pending_seen or any(event_id in b.seen for b in self._inflight):
             return True
+        if not self._filter.may_contain(event_id):
+            return False
+        self.db_lookups += 1
         return self._db.execute("SELECT 1 FROM seen_events WHERE id = ?", (event_id,)).fetchone() is not None
 
     def seen_count(self) -> int:
