@@ -59,6 +59,8 @@ class Service:
             self.ingestor, self.verifier, max_body_bytes=cfg.server.max_body_bytes, clock=self.clock
         )
         private = private_app(self.ingestor, ready=lambda: self._ready, extra_routes=self.detector_set.routes)
+        # Counters, accounting and detectors run right after each answer, batched per loop iteration (ingest.py).
+        self.ingestor.process_later_with(asyncio.get_running_loop().call_soon)
         self.webhook_port = await self._serve(public, cfg.server.listen)
         self.metrics_port = await self._serve(private, cfg.server.metrics_listen)
         self._housekeeping = asyncio.create_task(self._housekeep())
@@ -118,6 +120,7 @@ class Service:
             await site.stop()
         for runner in self._runners:
             await runner.cleanup()
+        self.ingestor.process_later_with(None)  # processes what is still queued
         if self._poller_task is not None:
             self._poller_task.cancel()
             try:
