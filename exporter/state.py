@@ -56,7 +56,8 @@ class _Batch:
         # The rows are built (and values serialised) here, on the thread that took the batch: a worker thread
         # doing this Python work would hold the GIL in long stretches and stall the event loop.
         now_i = int(now if now is not None else time.time())
-        self.seen_rows = list(seen.items())
+        # The dict's own items view: no tuple per id (the dict is never changed once taken).
+        self.seen_rows = seen.items()
         self.upserts = [(ns, k, orjson.dumps(v), now_i) for (ns, k), v in kv.items() if v is not _DELETED]
         self.deletes = [(ns, k) for (ns, k), v in kv.items() if v is _DELETED]
 

@@ -73,7 +73,9 @@ class DuplicateChargeDetector:
         # (bucket, [hash, ...]) in reception order, for pruning without scanning the index.
         self._buckets: deque[tuple[int, list[int]]] = deque()
         # Charges seen since the last tick, written as one row at the next tick.
-        self._chunk: list[list[Any]] = []
+        # Tuples, not lists: a tuple of atomic values drops out of the cyclic GC's young generation after one
+        # look, so a second of remembered charges does not lengthen every young collection until it is written.
+        self._chunk: list[tuple[str, str, int, int]] = []
         self._chunk_seq = 0
         # (newest reception time in the row, row key) of the rows on disk, oldest first, to delete them in time.
         self._rows: deque[tuple[int, str]] = deque()
@@ -116,7 +118,7 @@ class DuplicateChargeDetector:
         partner = self._remember(hash(key), created, int(received), charge_id)
         if partner is False:
             return  # the same charge again
-        self._chunk.append([key, charge_id, created, int(received)])
+        self._chunk.append((key, charge_id, created, int(received)))
         if partner is not None:
             self._report(charge, charge_id, created, partner, payer, customer, currency, amount, received)
 
@@ -224,7 +226,7 @@ class DuplicateChargeDetector:
         stored = []
         for row_key, chunk in self.state.items(NS):
             if isinstance(chunk, list):
-                entries = [e for e in chunk if isinstance(e, list) and len(e) == 4]
+                entries = [e for e in chunk if isinstance(e, list | tuple) and len(e) == 4]
                 rows.extend(entries)
                 stored.append((max((int(e[3]) for e in entries), default=0), row_key))
         self._rows.extend(sorted(stored))
