@@ -3,7 +3,7 @@
 The same code serves the HTTP handler and offline replays (backtests pass a virtual `received` time).
 
 Dedupe and the mode filter decide the webhook's answer, so they run at once. In the server the rest (counters,
-accounting, detectors) can be handed to the event loop to run right after the answer is written
+the recent-events list, accounting, detectors) can be handed to the event loop to run right after the answer is written
 (`process_later_with(loop.call_soon)`): the events that arrived in one loop iteration are then processed
 together, one after the other, instead of each between two rounds of HTTP parsing and writing. The same Python
 code runs much faster back to back (its instructions and data stay in the CPU caches): measured, about 10 % of
@@ -65,7 +65,7 @@ class Ingestor:
         self._events_by_mode = Children(metrics.events_by_mode)
         self._events = Children(metrics.events)
         self._schedule: Callable[[Callable[[], None]], object] | None = None
-        self._queue: list[tuple[dict[str, Any], str, float | None, float]] = []
+        self._queue: list[tuple[dict[str, Any], float, str, bool]] = []
 
     def process_later_with(self, schedule: Callable[[Callable[[], None]], object] | None) -> None:
         """Run the work after dedupe through `schedule` (e.g. loop.call_soon), or at once when None."""
@@ -82,7 +82,7 @@ class Ingestor:
             queue, self._queue = self._queue, []
             for item in queue:
                 try:
-                    self._process(*item)
+                    self._process(item)
                 except Exception:
                     # _process guards its own stages; this is the last line, so one event cannot take the rest.
                     self.metrics.processing_errors.labels("ingest").inc()
@@ -94,31 +94,46 @@ class Ingestor:
         via_webhook=False is for events fetched from the Events API (the missed-delivery poller): they are deduped
         and counted like any event, but are neither webhook requests nor observations of webhook delivery delay.
         """
-        event_id: str = event["id"]
+        if self.state.check_and_mark(event["id"], received):
+            outcome = "duplicate"
+        else:
+            livemode = event.get("livemode")
+            if (self.mode == "live" and livemode is not True) or (self.mode == "test" and livemode is not False):
+                outcome = "ignored"
+            else:
+                outcome = "accepted"
+        if via_webhook:
+            # Counted with the answer, so the counter never lags behind what a sender was told.
+            self._requests[outcome].inc()
+        item = (event, received, outcome, via_webhook)
+        if self._schedule is None:
+            self._process(item)
+        else:
+            if not self._queue:
+                self._schedule(self.drain)
+            self._queue.append(item)
+        return outcome
+
+    def _process(self, item: tuple[dict[str, Any], float, str, bool]) -> None:
+        """Everything after the answer: the recent list, and for first deliveries the mode counter, then (accepted
+        events only) the event counters, accounting and detectors."""
+        event, received, outcome, via_webhook = item
+        m = self.metrics
         event_type: str = event["type"]
         created = event.get("created")
         if isinstance(created, bool) or not isinstance(created, int | float):
             created = None
-        if self.state.check_and_mark(event_id, received):
-            outcome = "duplicate"
-        else:
-            outcome = self._first_delivery(event, event_type, created if via_webhook else None, received)
-        if via_webhook:
-            self._requests[outcome].inc()
         self.recent.append(
             {
-                "id": event_id,
-                "type": self.metrics.cap_type(event_type),
+                "id": event["id"],
+                "type": m.cap_type(event_type),
                 "created": created,
                 "received": round(received, 3),
                 "outcome": outcome,
             }
         )
-        return outcome
-
-    def _first_delivery(
-        self, event: dict[str, Any], event_type: str, created: float | None, received: float
-    ) -> str:
+        if outcome == "duplicate":
+            return
         livemode = event.get("livemode")
         self._events_by_mode("true" if livemode is True else "false" if livemode is False else "unknown").inc()
         if isinstance(livemode, bool) and livemode not in self._modes_seen:
@@ -129,22 +144,11 @@ class Ingestor:
                     "both live and test mode events are being counted together; "
                     "set stripe.mode to live or test to keep them apart",
                 )
-        if (self.mode == "live" and livemode is not True) or (self.mode == "test" and livemode is not False):
-            return "ignored"
-        if self._schedule is None:
-            self._process(event, event_type, created, received)
-        else:
-            if not self._queue:
-                self._schedule(self.drain)
-            self._queue.append((event, event_type, created, received))
-        return "accepted"
-
-    def _process(self, event: dict[str, Any], event_type: str, created: float | None, received: float) -> None:
-        """Counters, accounting and detectors of an admitted event (first delivery, mode kept)."""
-        m = self.metrics
+        if outcome != "accepted":
+            return
         self._events(m.cap_type(event_type)).inc()
         m.last_event.set(received)
-        if created is not None:
+        if created is not None and via_webhook:
             m.delivery_delay.observe(max(0.0, received - created))
             if created > self._newest_created:
                 self._newest_created = created

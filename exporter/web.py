@@ -77,6 +77,7 @@ def webhook_app(
         o: metrics.webhook_requests.labels(o) for o in ("invalid_signature", "invalid_payload", "too_large")
     }
     debug = logs.log.isEnabledFor(logging.DEBUG)
+    answers = {o: orjson.dumps({"received": True, "outcome": o}) for o in ("accepted", "duplicate", "ignored")}
 
     def reject(outcome: str, status: int, message: str) -> web.Response:
         counts[outcome].inc()
@@ -107,7 +108,7 @@ def webhook_app(
         outcome = ingestor.ingest(event, clock())
         if debug:
             logs.event(logging.DEBUG, "webhook", outcome=outcome, type=event["type"][:100])
-        return _json({"received": True, "outcome": outcome})
+        return web.Response(body=answers[outcome], content_type="application/json")
 
     async def healthz(_: web.Request) -> web.Response:
         return _json({"status": "ok"})
