@@ -5,9 +5,12 @@ Names and labels here are a contract: rules/, dashboards/ and users' own queries
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from exporter.labels import LabelCap
 
@@ -37,6 +40,20 @@ class Children:
         if child is None:
             child = self._cache[values] = self._labels(*values)
         return child
+
+
+class CallbackCounter(Collector):
+    """A counter whose value is read at scrape time from a plain attribute of another object: the hot path
+    increments an int (a fraction of a prometheus_client Counter's inc()), the scrape reports it."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], float], registry: CollectorRegistry):
+        self._name = name
+        self._documentation = documentation
+        self._read = read
+        registry.register(self)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._documentation, value=self._read())
 
 
 class Metrics:

@@ -53,10 +53,32 @@ class SeenFilter:
         return _has(self._current, p) or _has(self._previous, p)
 
     def check_and_add(self, item: str, now: float) -> bool:
-        """may_contain(item) as it was before, then add(item, now): one hash for both."""
-        p = _positions(item)
-        found = _has(self._current, p) or _has(self._previous, p)
-        self._add(p, now)
+        """may_contain(item) as it was before, then add(item, now): one hash for both.
+
+        The per-webhook path: written out inline (no helper calls, no tuple) because it runs for every delivery.
+        """
+        started = self._started
+        if started is None or now - started >= self.span:
+            # The first add, or a rotation: the general path (checked before the rotation drops anything).
+            p = _positions(item)
+            found = _has(self._current, p) or _has(self._previous, p)
+            self._add(p, now)
+            return found
+        h = hash(item) & _HASH_MASK
+        a = h & _BITS_MASK
+        b = (h >> 32) | 1
+        p1 = (a + b) & _BITS_MASK
+        p2 = (a + 2 * b) & _BITS_MASK
+        cur = self._current
+        i0, m0, i1, m1, i2, m2 = a >> 3, 1 << (a & 7), p1 >> 3, 1 << (p1 & 7), p2 >> 3, 1 << (p2 & 7)
+        found = bool(cur[i0] & m0 and cur[i1] & m1 and cur[i2] & m2)
+        if not found:
+            prev = self._previous
+            found = bool(prev[i0] & m0 and prev[i1] & m1 and prev[i2] & m2)
+        cur[i0] |= m0
+        cur[i1] |= m1
+        cur[i2] |= m2
+        self.added += 1
         return found
 
     def add(self, item: str, now: float) -> None:

@@ -17,7 +17,7 @@ from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
 from exporter.config import Config, parse_hostport
 from exporter.detectors.registry import build_detectors
 from exporter.ingest import Ingestor
-from exporter.metrics import Metrics
+from exporter.metrics import CallbackCounter, Metrics
 from exporter.poller import build_poller
 from exporter.state import StateStore
 from exporter.web import SignatureVerifier, private_app, webhook_app
@@ -32,6 +32,13 @@ class Service:
         self.metrics = Metrics(max_label_values=config.metrics.max_label_values)
         self.metrics.build_info.labels(__version__).set(1)
         self.state = StateStore(config.state.path, retention_seconds=config.state.retention_seconds)
+        CallbackCounter(
+            "billingwatch_state_seen_db_lookups",
+            "Dedupe lookups the in-memory filter could not answer, so SQLite was read: redeliveries and the "
+            "filter's false positives (much more than the duplicates means the filter is overfull).",
+            lambda: self.state.db_lookups,
+            self.metrics.registry,
+        )
         self.detector_set = build_detectors(config, self.metrics.registry, self.state)
         self.ingestor = Ingestor(
             self.metrics,
