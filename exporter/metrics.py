@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from exporter.fast_metrics import FastCounter, FastGauge, FastHistogram
 from exporter.labels import LabelCap
 
 # `*_created` series double the scrape for nothing Prometheus needs (it detects counter resets by itself).
@@ -57,7 +58,10 @@ class CallbackCounter(Collector):
 
 
 class Metrics:
-    """The ingest core's metrics plus the label caps that keep their series bounded."""
+    """The ingest core's metrics plus the label caps that keep their series bounded.
+
+    Those written for every event are exporter.fast_metrics classes (plain additions, event-loop thread only);
+    the rest are prometheus_client's own."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *, max_label_values: int = 300):
         self.registry = registry or CollectorRegistry(auto_describe=True)
@@ -74,7 +78,7 @@ class Metrics:
         self.cap_reason = LabelCap(cap, self.label_overflow.inc)
         self.cap_fraud_type = LabelCap(cap, self.label_overflow.inc)
 
-        self.webhook_requests = Counter(
+        self.webhook_requests = FastCounter(
             "billingwatch_webhook_requests",
             "Webhook requests by outcome (accepted, duplicate, ignored, invalid_signature, invalid_payload, "
             "too_large).",
@@ -83,7 +87,7 @@ class Metrics:
         )
         for outcome in OUTCOMES:
             self.webhook_requests.labels(outcome)
-        self.events_by_mode = Counter(
+        self.events_by_mode = FastCounter(
             "stripe_events_by_mode",
             "Unique verified events by Stripe mode (livemode true or false), counted or ignored.",
             ["livemode"],
@@ -95,76 +99,76 @@ class Metrics:
             ["stage"],
             registry=r,
         )
-        self.events = Counter("stripe_events", "Unique Stripe events by type.", ["type"], registry=r)
-        self.delivery_delay = Histogram(
+        self.events = FastCounter("stripe_events", "Unique Stripe events by type.", ["type"], registry=r)
+        self.delivery_delay = FastHistogram(
             "stripe_event_delivery_delay_seconds",
             "Time from an event's creation at Stripe to its first delivery here.",
             buckets=DELAY_BUCKETS,
             registry=r,
         )
-        self.last_event = Gauge(
+        self.last_event = FastGauge(
             "stripe_last_event_timestamp_seconds",
             "Unix time at which the last unique event was received.",
             registry=r,
         )
-        self.last_event_created = Gauge(
+        self.last_event_created = FastGauge(
             "stripe_last_event_created_timestamp_seconds",
             "Stripe `created` time of the newest unique event received.",
             registry=r,
         )
-        self.charges = Counter(
+        self.charges = FastCounter(
             "stripe_charges",
             "Charge attempts (succeeded and failed) by currency.",
             ["currency"],
             registry=r,
         )
-        self.charges_failed = Counter(
+        self.charges_failed = FastCounter(
             "stripe_charges_failed",
             "Failed charge attempts by currency and Stripe failure code.",
             ["currency", "failure_code"],
             registry=r,
         )
-        self.charge_amount = Counter(
+        self.charge_amount = FastCounter(
             "stripe_charge_amount",
             "Captured amount of successful charges, in major currency units.",
             ["currency"],
             registry=r,
         )
-        self.refund_amount = Counter(
+        self.refund_amount = FastCounter(
             "stripe_refund_amount",
             "Refunded amount, in major currency units (from charge.refunded, counted once per refund).",
             ["currency"],
             registry=r,
         )
-        self.refunds = Counter(
+        self.refunds = FastCounter(
             "stripe_refunds",
             "Refunds by currency (from charge.refunded, counted once per refund).",
             ["currency"],
             registry=r,
         )
-        self.disputes = Counter("stripe_disputes", "Disputes opened, by reason.", ["reason"], registry=r)
-        self.dispute_amount = Counter(
+        self.disputes = FastCounter("stripe_disputes", "Disputes opened, by reason.", ["reason"], registry=r)
+        self.dispute_amount = FastCounter(
             "stripe_dispute_amount",
             "Disputed amount, in major currency units.",
             ["currency"],
             registry=r,
         )
-        self.early_fraud_warnings = Counter(
+        self.early_fraud_warnings = FastCounter(
             "stripe_early_fraud_warnings",
             "Radar early fraud warnings, by fraud type.",
             ["fraud_type"],
             registry=r,
         )
-        self.invoices_paid = Counter(
+        self.invoices_paid = FastCounter(
             "stripe_invoices_paid", "Invoices paid (invoice.paid), by currency.", ["currency"], registry=r
         )
-        self.invoice_amount_paid = Counter(
+        self.invoice_amount_paid = FastCounter(
             "stripe_invoice_amount_paid",
             "Amount paid on invoices (invoice.paid), in major currency units.",
             ["currency"],
             registry=r,
         )
-        self.invoice_payment_failures = Counter(
+        self.invoice_payment_failures = FastCounter(
             "stripe_invoice_payment_failures",
             "Failed invoice payment attempts (invoice.payment_failed), by currency.",
             ["currency"],

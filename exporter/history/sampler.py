@@ -19,6 +19,7 @@ from prometheus_client.utils import floatToGoString
 
 from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
 from exporter.config import Config
+from exporter.fast_metrics import FastCounter, FastGauge, FastHistogram, _Family
 from exporter.ingest import Ingestor, event_shape_error
 from exporter.metrics import Metrics
 from exporter.state import StateStore
@@ -125,6 +126,9 @@ class OpenMetricsWriter:
             if plan is None:
                 out.extend(self._generic(collector))
                 continue
+            if isinstance(plan, _FastPlan):
+                out.extend(plan.rows())
+                continue
             plain, histograms = plan
             # Single-threaded here, so the values are read without taking each child's lock.
             out.extend([(key, value._value) for key, value in plain])
@@ -143,6 +147,8 @@ class OpenMetricsWriter:
     def _plan(self, collector: Any) -> Any:
         """Rendered keys and value holders of a plain metric's children, rebuilt when its children change."""
         kind = type(collector)
+        if isinstance(collector, _Family):
+            return self._fast_plan(collector)
         if kind not in (Counter, Gauge, Histogram) or "_child_samples" in vars(collector):
             return None
         parent = collector._is_parent()
@@ -174,6 +180,28 @@ class OpenMetricsWriter:
         self._plans[collector] = (signature, plan)
         return plan
 
+    def _fast_plan(self, family: _Family) -> _FastPlan:
+        """The same for exporter.fast_metrics families (their cells hold plain floats)."""
+        signature = tuple(family._children)
+        cached = self._plans.get(family)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        plan = _FastPlan()
+        name = family.name
+        for labelvalues, cell in family._children.items():
+            base = list(zip(family.labelnames, labelvalues, strict=True))
+            if isinstance(family, FastCounter):
+                plan.cells.append((self._render(name + "_total", base), cell))
+            elif isinstance(family, FastGauge):
+                plan.cells.append((self._render(name, base), cell))
+            elif isinstance(family, FastHistogram):
+                keys = [self._render(name + "_bucket", [*base, ("le", floatToGoString(b))]) for b in family.bounds]
+                keys.append(self._render(name + "_count", base))
+                keys.append(self._render(name + "_sum", base))
+                plan.histograms.append((keys, cell))
+        self._plans[family] = (signature, plan)
+        return plan
+
     def _generic(self, collector: Any) -> Iterator[tuple[str, float]]:
         for family in collector.collect():
             for s in family.samples:
@@ -188,6 +216,25 @@ class OpenMetricsWriter:
 
     def close(self) -> None:
         self.out.write("# EOF\n")
+
+
+class _FastPlan:
+    __slots__ = ("cells", "histograms")
+
+    def __init__(self) -> None:
+        self.cells: list[tuple[str, Any]] = []
+        self.histograms: list[tuple[list[str], Any]] = []
+
+    def rows(self) -> list[tuple[str, float]]:
+        out = [(key, cell.value) for key, cell in self.cells]
+        for keys, cell in self.histograms:
+            acc = 0.0
+            for key, n in zip(keys, cell.counts, strict=False):
+                acc += n
+                out.append((key, acc))
+            out.append((keys[-2], acc))
+            out.append((keys[-1], cell.sum))
+        return out
 
 
 def registry_rows(registry: Any) -> Iterable[tuple[str, dict[str, str], float]]:
