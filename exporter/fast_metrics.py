@@ -84,7 +84,15 @@ class _Family(Collector):
         return list(self._children.items())
 
 
-class FastCounter(_Family):
+class _ScalarFamily(_Family):
+    def collect(self) -> Iterator[Metric]:
+        family: Any = self._family()
+        for values, cell in self._items():
+            family.add_metric(values, cell.value)
+        yield family
+
+
+class FastCounter(_ScalarFamily):
     kind = "counter"
 
     def inc(self, amount: float = 1.0) -> None:
@@ -93,14 +101,8 @@ class FastCounter(_Family):
     def _family(self) -> Metric:
         return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def collect(self) -> Iterator[Metric]:
-        family = self._family()
-        for values, cell in self._items():
-            family.add_metric(values, cell.value)
-        yield family
 
-
-class FastGauge(_Family):
+class FastGauge(_ScalarFamily):
     kind = "gauge"
 
     def set(self, value: float) -> None:
@@ -108,12 +110,6 @@ class FastGauge(_Family):
 
     def _family(self) -> Metric:
         return GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-
-    def collect(self) -> Iterator[Metric]:
-        family = self._family()
-        for values, cell in self._items():
-            family.add_metric(values, cell.value)
-        yield family
 
 
 class HistogramCell:
@@ -158,7 +154,7 @@ class FastHistogram(_Family):
         return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
     def collect(self) -> Iterator[Metric]:
-        family = self._family()
+        family: Any = self._family()
         les = [floatToGoString(b) for b in self.bounds]
         for values, cell in self._items():
             counts, total = list(cell.counts), cell.sum

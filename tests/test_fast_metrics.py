@@ -1,9 +1,8 @@
 """exporter.fast_metrics exposes exactly what prometheus_client's Counter, Gauge and Histogram would for the same
-operations, and the backtest's fast scrape writer reads them like collect() does."""
+operations (tests/test_history_units.py checks that the backtest's fast scrape writer reads them like collect())."""
 
 from __future__ import annotations
 
-import io
 import math
 import threading
 
@@ -11,7 +10,6 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from exporter.fast_metrics import FastCounter, FastGauge, FastHistogram
-from exporter.history.sampler import OpenMetricsWriter, registry_rows
 
 BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
 
@@ -88,29 +86,3 @@ def test_scrape_from_another_thread_while_series_are_added():
     thread.join()
     assert errors == []
     assert reg.get_sample_value("many_total", {"k": "29999"}) == 1
-
-
-def test_backtest_fast_writer_reads_fast_families_like_collect():
-    reg = CollectorRegistry()
-    c = FastCounter("things", "d", ["kind"], registry=reg)
-    c.labels("a").inc(3)
-    c.labels('we"ird\\').inc()
-    g = FastGauge("level", "d", registry=reg)
-    g.set(2.5)
-    h = FastHistogram("delay_seconds", "d", buckets=(1, 5), registry=reg)
-    for v in (0.5, 3, 30):
-        h.observe(v)
-    buf = io.StringIO()
-    writer = OpenMetricsWriter(buf, reg, {"job": "billingwatch", "instance": "backtest"})
-    writer.write(120)
-    c.labels("b").inc()  # a new series after the first plan: the plan is rebuilt
-    writer.write(180)
-    rows = {}
-    for line in buf.getvalue().splitlines():
-        key, value, ts = line.rsplit(" ", 2)
-        if ts == "180":
-            rows[key] = float(value)
-    reference = {writer.key(name, labels): value for name, labels, value in registry_rows(reg)}
-    assert rows == reference
-    assert rows['delay_seconds_bucket{le="5.0",instance="backtest",job="billingwatch"}'] == 2
-    assert rows['things_total{kind="b",instance="backtest",job="billingwatch"}'] == 1
