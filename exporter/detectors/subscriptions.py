@@ -28,13 +28,14 @@ import zlib
 from collections import OrderedDict
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 
 from exporter.detectors.board import AnomalyBoard
 from exporter.detectors.config import SUBSCRIPTION_STATUSES, SubscriptionsConfig
 from exporter.detectors.journal import Journal
 from exporter.detectors.ledger_record import NEG_INF, Sub
 from exporter.detectors.subscription_shapes import invoice_paid_through, read_subscription
+from exporter.fast_metrics import FastGauge
 from exporter.labels import LabelCap
 from exporter.money import to_major
 from exporter.state import StateStore
@@ -89,22 +90,23 @@ class SubscriptionLedger:
         self.payments_seen = False
         self.lapsed_count = 0
         self._cap_currency = LabelCap(max_label_values)
-        self.g_subs = Gauge(
+        self.g_subs = FastGauge(
             "stripe_subscriptions", "Subscriptions in the ledger, by Stripe status.", ["status"], registry=registry
         )
-        self.g_mrr = Gauge(
+        self.g_mrr = FastGauge(
             "stripe_mrr",
             "Monthly recurring revenue (list prices, normalised to a month) of subscriptions whose status is in "
             "detectors.subscriptions.mrr_statuses, in major units.",
             ["currency"],
             registry=registry,
         )
-        self.g_lapsed = Gauge(
+        self.g_lapsed = FastGauge(
             "stripe_subscriptions_lapsed",
             "Active subscriptions currently silently lapsed (unpaid renewal or no payment past the grace period).",
             registry=registry,
         )
-        # Children cached: .labels() costs more than the update itself on the hot path.
+        # Children cached: .labels() costs more than the update itself on the hot path. The gauges are plain cells
+        # (exporter/fast_metrics.py): they are set from the event loop's thread only.
         self._status_child = {status: self.g_subs.labels(status) for status in SUBSCRIPTION_STATUSES}
         self._mrr_child: dict[str, Any] = {}
         self._status_counts: dict[str, int] = {}
