@@ -3,16 +3,18 @@
 prometheus_client's `Counter.inc()` checks that the metric is observable, checks the sign, then takes a lock
 around the addition: about 0.5 µs, five to seven times per event. Everything these metrics count happens on the
 event loop's thread (webhooks, the deferred processing, housekeeping), so a plain float addition is enough: the
-value cells here are an attribute write. Measured on the ingest benchmark: about 7 % of the server's CPU per
+value cells here are an attribute write. Measured on the ingest benchmark: about 4-7 % of the server's CPU per
 event (docs/benchmark.md).
 
-Only the writes must stay on one thread. A scrape may run on another one: it copies the children before reading
-them, and a float read is atomic. The exposition is prometheus_client's own (tests compare it with the text its
-Counter, Gauge and Histogram produce for the same operations).
+Only the writes must stay on one thread. A scrape may run on another one: it copies the children under a lock
+that adding a series also takes (never an update), and a float read is atomic. The exposition is
+prometheus_client's own (tests compare it with the text its Counter, Gauge and Histogram produce for the same
+operations).
 """
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -50,6 +52,9 @@ class _Family(Collector):
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._children: dict[tuple[str, ...], Any] = {}
+        # Taken only to add a series and to copy them for a scrape (never per update): a scrape on another
+        # thread must not iterate the dict while a series is being added.
+        self._lock = threading.Lock()
         if not self.labelnames:
             self._children[()] = self._new_child()
         if registry is not None:
@@ -65,7 +70,8 @@ class _Family(Collector):
         key = tuple(str(v) for v in values)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = self._new_child()
+            with self._lock:
+                child = self._children.setdefault(key, self._new_child())
         return child
 
     def _only(self) -> Any:
@@ -80,8 +86,9 @@ class _Family(Collector):
         return [self._family()]
 
     def _items(self) -> list[tuple[tuple[str, ...], Any]]:
-        # A copy taken in one C call: a scrape on another thread never iterates a dict that is growing.
-        return list(self._children.items())
+        with self._lock:
+            children = self._children.copy()
+        return list(children.items())
 
 
 class _ScalarFamily(_Family):
