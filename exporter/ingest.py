@@ -169,11 +169,14 @@ class Ingestor:
     def tick(self, now: float) -> None:
         self.drain()
         for detector in self.detectors:
-            try:
-                detector.tick(now)
-            except Exception:
-                self.metrics.processing_errors.labels(detector.name).inc()
-                logs.error("detector tick failed", detector=detector.name)
+            self.tick_detector(detector, now)
+
+    def tick_detector(self, detector: Detector, now: float) -> None:
+        try:
+            detector.tick(now)
+        except Exception:
+            self.metrics.processing_errors.labels(detector.name).inc()
+            logs.error("detector tick failed", detector=detector.name)
 
 
 def event_id_safe(event: dict[str, Any]) -> str:

@@ -110,7 +110,11 @@ class Service:
             await asyncio.sleep(interval)
             now = self.clock()
             try:
-                self.ingestor.tick(now)
+                self.ingestor.drain()
+                for detector in self.ingestor.detectors:
+                    self.ingestor.tick_detector(detector, now)
+                    # Webhooks that arrived meanwhile are answered between two ticks, not after all of them.
+                    await asyncio.sleep(0)
                 with self.metrics.state_flush_seconds.time():
                     # Written from a worker thread: webhooks keep being answered during the write.
                     await self.state.flush_in_background(now)
