@@ -45,7 +45,6 @@ class SeenFilter:
         self._current = bytearray(1 << (BITS_LOG2 - 3))
         self._previous = bytearray(1 << (BITS_LOG2 - 3))
         self._started: float | None = None  # when the current generation began (set by the first add)
-        self.added = 0  # ids added to the current generation
 
     def may_contain(self, item: str) -> bool:
         """False: certainly never added (within its coverage). True: maybe; ask the store."""
@@ -78,7 +77,6 @@ class SeenFilter:
         cur[i0] |= m0
         cur[i1] |= m1
         cur[i2] |= m2
-        self.added += 1
         return found
 
     def add(self, item: str, now: float) -> None:
@@ -93,7 +91,6 @@ class SeenFilter:
         bits = self._current
         for pos in p:
             bits[pos >> 3] |= 1 << (pos & 7)
-        self.added += 1
 
     def add_all(self, rows: Iterable[tuple[str, float]]) -> int:
         """Add (id, time added) pairs, oldest first; returns how many."""
@@ -112,4 +109,3 @@ class SeenFilter:
             self._previous, self._current = self._current, self._previous
         self._current[:] = bytes(len(self._current))
         self._started = now
-        self.added = 0
