@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+# Stripe example objects the tests read, kept in the repository (a subset of shared/stripe/fixtures3.json).
+STRIPE_FIXTURES = REPO / "tests" / "data" / "stripe_fixtures.json"
 SECRET = "whsec_test_primary_0123456789abcdef"
 OTHER_SECRET = "whsec_test_rotated_fedcba9876543210"
 
@@ -40,13 +41,10 @@ _FIXTURES: dict[str, Any] | None = None
 
 
 def stripe_fixture(name: str) -> dict[str, Any]:
-    """A deep copy of Stripe's example object `name` from shared/stripe/fixtures3.json (shape only)."""
+    """A deep copy of Stripe's example object `name` from tests/data/stripe_fixtures.json (shape only)."""
     global _FIXTURES
     if _FIXTURES is None:
-        path = SHARED / "stripe" / "fixtures3.json"
-        if not path.exists():
-            pytest.skip(f"{path} is not available")
-        _FIXTURES = json.loads(path.read_text())["resources"]
+        _FIXTURES = json.loads(STRIPE_FIXTURES.read_text(encoding="utf-8"))["resources"]
     return copy.deepcopy(_FIXTURES[name])
 
 
