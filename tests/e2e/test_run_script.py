@@ -151,7 +151,8 @@ def test_run_stops_everything_on_sigterm(demo: Run) -> None:
     assert demo.proc.poll() is None
     os.kill(demo.proc.pid, signal.SIGTERM)  # what Ctrl-C does (SIGINT) is handled by the same trap
     assert demo.proc.wait(30) == 0, demo.output
-    assert "stopped" in demo.output
+    # The reader thread may not have taken the script's last line off the pipe yet when wait() returns.
+    wait_for(lambda: "stopped" in demo.output, 10, "run.sh's last line to be read")
     for name, port in demo.ports.items():
         wait_for(lambda port=port: port_problem("127.0.0.1", port) is None, 10, f"{name} {port} to be released")
 
