@@ -8,10 +8,11 @@ defaults do not have is an error that names its dotted location.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -100,21 +101,74 @@ def default_document() -> dict[str, Any]:
 
 
 def read_yaml_file(path: str | Path) -> dict[str, Any]:
+    return read_yaml_document(path).doc
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """A config file's mapping, the line of every key in it (dotted locations, `[i]` for list items), and the
+    keys it defines twice (YAML loaders silently keep the last one, which hides typos and merge accidents)."""
+
+    doc: dict[str, Any]
+    lines: dict[str, int]
+    duplicates: list[tuple[int, str]]
+
+
+def read_yaml_document(path: str | Path) -> YamlDocument:
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([f"{path}: cannot read: {reason}"]) from exc
     try:
         doc = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise ConfigError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
     if doc is None:
-        return {}
+        return YamlDocument({}, {}, [])
     if not isinstance(doc, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of sections, got {type(doc).__name__}"])
-    return doc
+    lines: dict[str, int] = {}
+    duplicates: list[tuple[int, str]] = []
+    _walk_nodes(node, "", lines, duplicates)
+    return YamlDocument(doc, lines, duplicates)
+
+
+def _walk_nodes(
+    node: yaml.Node | None, where: str, lines: dict[str, int], duplicates: list[tuple[int, str]]
+) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            loc = f"{where}.{key_node.value}" if where else str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if loc in lines:
+                first = lines[loc]
+                duplicates.append((line, f"{loc}: duplicate key (first at line {first}; YAML keeps only the last)"))
+            else:
+                lines[loc] = line
+            _walk_nodes(value_node, loc, lines, duplicates)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            loc = f"{where}[{i}]"
+            lines.setdefault(loc, item.start_mark.line + 1)
+            _walk_nodes(item, loc, lines, duplicates)
+
+
+def _location(error: str) -> str:
+    return error.split(": ", 1)[0]
+
+
+def _line_of(location: str, lines: Mapping[str, int]) -> int | None:
+    """The line of `location` or, for a key the file does not have (a missing one), of its nearest parent."""
+    while location:
+        if location in lines:
+            return lines[location]
+        cut = max(location.rfind("."), location.rfind("["))
+        location = location[:cut] if cut > 0 else ""
+    return None
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -195,7 +249,7 @@ def _build(cls: Any, doc: Any, where: str, errors: list[str]) -> Any:
     fields = {f.name for f in dataclasses.fields(cls)}
     for key in doc:
         if key not in fields:
-            errors.append(f"{where + '.' if where else ''}{key}: unknown key")
+            errors.append(f"{where + '.' if where else ''}{key}: unknown key{_did_you_mean(str(key), fields)}")
     values = {}
     for name in fields:
         loc = f"{where}.{name}" if where else name
@@ -208,6 +262,11 @@ def _build(cls: Any, doc: Any, where: str, errors: list[str]) -> Any:
     return cls(**values)
 
 
+def _did_you_mean(key: str, known: Iterable[str]) -> str:
+    match = difflib.get_close_matches(key, [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
 def _unknown_keys(user: Any, defaults: Any, where: str, errors: list[str]) -> None:
     """Report user keys that the defaults document does not have, with their dotted location."""
     if not isinstance(user, Mapping) or not isinstance(defaults, Mapping):
@@ -218,7 +277,7 @@ def _unknown_keys(user: Any, defaults: Any, where: str, errors: list[str]) -> No
             # Free-form maps (e.g. custom detectors' own options) declare themselves with a `{}` default.
             if defaults == {} and where:
                 continue
-            errors.append(f"{loc}: unknown key")
+            errors.append(f"{loc}: unknown key{_did_you_mean(str(key), defaults)}")
         elif isinstance(defaults[key], Mapping) and defaults[key]:
             _unknown_keys(value, defaults[key], loc, errors)
 
@@ -274,21 +333,52 @@ def parse_hostport(value: str) -> tuple[str, int]:
     return host, number
 
 
-def build_config(user_doc: Mapping[str, Any] | None = None, *, where: str = "") -> Config:
-    """Defaults merged with `user_doc`; raises ConfigError naming every problem."""
+def build_config(
+    user_doc: Mapping[str, Any] | None = None,
+    *,
+    where: str = "",
+    lines: Mapping[str, int] | None = None,
+    line_errors: list[tuple[int, str]] | None = None,
+) -> Config:
+    """Defaults merged with `user_doc`; raises ConfigError naming every problem at once: unknown keys, wrong
+    types and bad values, in file order with the line of each when `lines` (dotted location -> line) is given.
+    `line_errors` are problems found while reading the file (duplicate keys), reported with the rest."""
     defaults = default_document()
-    errors: list[str] = []
+    found: list[str] = []
     user_doc = user_doc or {}
-    _unknown_keys(user_doc, defaults, "", errors)
-    if errors:
-        raise ConfigError([f"{where}{e}" for e in errors])
-    cfg = _build(Config, merge(defaults, user_doc), "", errors)
-    # Value checks only make sense once every section has the right shape.
-    if cfg is not None and not errors:
-        _validate(cfg, errors)
-    if errors:
-        raise ConfigError([f"{where}{e}" for e in errors])
+    _unknown_keys(user_doc, defaults, "", found)
+    cfg = _build(Config, merge(defaults, user_doc), "", found)
+    if cfg is not None and _complete(cfg):
+        # A value that already has a type error holds a placeholder: its value checks would only add noise.
+        reported = [_location(e) for e in found]
+        checked: list[str] = []
+        _validate(cfg, checked)
+        found.extend(e for e in checked if not any(_within(_location(e), loc) for loc in reported))
+    if found or line_errors:
+        # Unknown keys are seen both against the defaults and against the types: report each once.
+        located = [(_line_of(_location(e), lines or {}), e) for e in dict.fromkeys(found)]
+        located += list(line_errors or [])
+        located.sort(key=lambda item: item[0] if item[0] is not None else float("inf"))
+        raise ConfigError([_with_line(e, where, line) for line, e in located])
     return cfg
+
+
+def _complete(obj: Any) -> bool:
+    """Every nested section was built (a section given as a list or a scalar leaves None behind)."""
+    if obj is None:
+        return False
+    hints = typing.get_type_hints(type(obj))
+    return all(_complete(getattr(obj, name)) for name, tp in hints.items() if dataclasses.is_dataclass(tp))
+
+
+def _within(location: str, reported: str) -> bool:
+    return location == reported or location.startswith(reported + ".") or location.startswith(reported + "[")
+
+
+def _with_line(error: str, where: str, line: int | None) -> str:
+    if line is None or not where:
+        return f"{where}{error}"
+    return f"{where.rstrip(': ')}:{line}: {error}"
 
 
 def load_config(
@@ -300,12 +390,11 @@ def load_config(
     """Defaults < config file < environment < explicit overrides (CLI flags, as a nested mapping)."""
     env = os.environ if env is None else env
     doc: dict[str, Any] = {}
-    where = ""
     if path:
-        doc = read_yaml_file(path)
-        where = f"{path}: "
-        # Unknown keys in the file are reported against the file before env and flags are layered on.
-        build_config(doc, where=where)
+        document = read_yaml_document(path)
+        doc = document.doc
+        # The file's own problems are reported against the file, with lines, before env and flags are layered on.
+        build_config(doc, where=f"{path}: ", lines=document.lines, line_errors=document.duplicates)
     for var, (section, key) in ENV_KEYS.items():
         raw = env.get(var)
         if raw is None or raw == "":

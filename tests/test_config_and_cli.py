@@ -144,3 +144,30 @@ def test_readme_documents_every_flag_and_env_var():
         name = metric.name + ("_total" if metric.type == "counter" else "")
         assert name in readme, f"{name} is not documented in README.md"
     assert textwrap.dedent(readme).splitlines()[0].startswith("# BillingWatch")
+
+
+def test_check_config_reports_every_problem_at_once_with_its_line(tmp_path):
+    """Unknown keys, wrong types, bad values and duplicate keys in one pass, in file order, each with its line."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "server:\n"  # 1
+        "  lisen: 1.2.3.4:80\n"  # 2: unknown, close to `listen`
+        "  max_body_bytes: 10\n"  # 3: a bad value
+        "stripe:\n"  # 4
+        "  tolerance_seconds: soon\n"  # 5: a wrong type (and no value check on top of it)
+        "  mode: test\n"  # 6
+        "  mode: live\n"  # 7: a duplicate
+        "rules:\n"  # 8
+        "  charge_failure_spike:\n"  # 9
+        "    zzz_unrelated: 1\n"  # 10: unknown, nothing close
+    )
+    result = run_cli("check-config", str(bad))
+    assert result.returncode == 1
+    lines = [line.strip() for line in result.stderr.splitlines()[1:]]
+    assert lines == [
+        f"{bad}:2: server.lisen: unknown key (did you mean 'listen'?)",
+        f"{bad}:3: server.max_body_bytes: must be at least 1024",
+        f"{bad}:5: stripe.tolerance_seconds: expected an integer, got 'soon'",
+        f"{bad}:7: stripe.mode: duplicate key (first at line 6; YAML keeps only the last)",
+        f"{bad}:10: rules.charge_failure_spike.zzz_unrelated: unknown key",
+    ], result.stderr
