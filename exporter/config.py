@@ -40,6 +40,8 @@ class ServerConfig:
     max_body_bytes: int
     recent_events: int
     shutdown_timeout_seconds: float
+    prometheus_url: str
+    alertmanager_url: str
 
 
 @dataclass(frozen=True)

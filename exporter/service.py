@@ -17,10 +17,11 @@ from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
 from exporter.config import Config, parse_hostport
 from exporter.detectors.registry import build_detectors
 from exporter.ingest import Ingestor
+from exporter.landing import LandingPage
 from exporter.metrics import CallbackCounter, Metrics
 from exporter.poller import build_poller
 from exporter.state import StateStore
-from exporter.web import SignatureVerifier, private_app, webhook_app
+from exporter.web import WEBHOOK_PATH, SignatureVerifier, private_app, webhook_app
 
 PRUNE_INTERVAL_SECONDS = 3600.0
 
@@ -65,7 +66,20 @@ class Service:
         public = webhook_app(
             self.ingestor, self.verifier, max_body_bytes=cfg.server.max_body_bytes, clock=self.clock
         )
-        private = private_app(self.ingestor, ready=lambda: self._ready, extra_routes=self.detector_set.routes)
+        board = self.detector_set.board
+        landing = LandingPage(
+            self.metrics.registry,
+            webhook_path=WEBHOOK_PATH,
+            started_at=self.clock(),
+            clock=self.clock,
+            recent_anomalies=board.recent if board is not None else list,
+            poller_enabled=self.poller is not None,
+            links=[("Prometheus", cfg.server.prometheus_url), ("Alertmanager", cfg.server.alertmanager_url)],
+            routes=[(path, desc) for method, path, _, desc in self.detector_set.routes if method == "GET"],
+        )
+        private = private_app(
+            self.ingestor, ready=lambda: self._ready, landing=landing, extra_routes=self.detector_set.routes
+        )
         # Counters, accounting and detectors run right after each answer, batched per loop iteration (ingest.py).
         self.ingestor.process_later_with(asyncio.get_running_loop().call_soon)
         self.webhook_port = await self._serve(public, cfg.server.listen)

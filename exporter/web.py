@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import logging
 import time
 from collections.abc import Callable
@@ -13,8 +12,9 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 from stripe import SignatureVerificationError, WebhookSignature
 
-from exporter import __version__, logs
+from exporter import logs
 from exporter.ingest import Ingestor, event_shape_error
+from exporter.landing import LandingPage, iso
 from exporter.metrics import Metrics
 
 SIGNATURE_HEADER = "Stripe-Signature"
@@ -119,39 +119,19 @@ def webhook_app(
     return app
 
 
-_LANDING = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>BillingWatch</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;line-height:1.5}}
-code{{background:#f3f3f3;padding:0 .2rem}}</style></head>
-<body><h1>BillingWatch {version}</h1>
-<p>Stripe billing monitor. Webhooks are received on the public listener at <code>{webhook}</code>.</p>
-<ul>
-<li><a href="metrics">/metrics</a>: Prometheus metrics</li>
-<li><a href="healthz">/healthz</a>: liveness; <a href="readyz">/readyz</a>: readiness</li>
-<li><a href="api/v1/events/recent">/api/v1/events/recent</a>: the last events received (no customer data)</li>
-{extra}
-</ul></body></html>
-"""
-
-
 def private_app(
     ingestor: Ingestor,
     *,
     ready: Callable[[], bool],
+    landing: LandingPage,
     extra_routes: list[tuple[str, str, Any, str]] | None = None,
 ) -> web.Application:
     """extra_routes: (method, path, handler, description) added by detectors and other subsystems."""
     metrics = ingestor.metrics
     extra_routes = extra_routes or []
-    links = "\n".join(
-        f'<li><a href="{html.escape(path.lstrip("/"))}">{html.escape(path)}</a>: {html.escape(desc)}</li>'
-        for method, path, _, desc in extra_routes
-        if method == "GET"
-    )
-    landing = _LANDING.format(version=__version__, webhook=WEBHOOK_PATH, extra=links)
 
     async def index(_: web.Request) -> web.Response:
-        return web.Response(text=landing, content_type="text/html")
+        return web.Response(text=landing.render(), content_type="text/html")
 
     async def healthz(_: web.Request) -> web.Response:
         return _json({"status": "ok"})
@@ -170,8 +150,10 @@ def private_app(
             return _json({"error": f"limit must be an integer from 1 to {size}"}, status=400)
         if not 1 <= limit <= size:
             return _json({"error": f"limit must be an integer from 1 to {size}"}, status=400)
-        items = list(ingestor.recent)[-limit:]
-        items.reverse()
+        items = [
+            {**item, "created_iso": iso(item.get("created")), "received_iso": iso(item.get("received"))}
+            for item in reversed(list(ingestor.recent)[-limit:])
+        ]
         return _json({"events": items})
 
     app = web.Application()

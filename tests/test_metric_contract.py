@@ -170,7 +170,9 @@ async def test_private_listener_endpoints(tmp_path):
             data = await resp.json()
         assert [e["outcome"] for e in data["events"]] == ["duplicate", "accepted"]
         assert data["events"][0]["id"] == event["id"]
-        assert set(data["events"][0]) == {"id", "type", "created", "received", "outcome"}
+        assert set(data["events"][0]) == {
+                "id", "type", "created", "received", "outcome", "created_iso", "received_iso"
+            }
         assert "cus_private_x" not in str(data)
         for bad in ("0", "abc", "100000"):
             async with ex.session.get(ex.private + f"/api/v1/events/recent?limit={bad}") as resp:

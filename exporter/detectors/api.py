@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from exporter.detectors.board import AnomalyBoard
+from exporter.landing import iso
 
 DEFAULT_LIMIT = 50
 
@@ -27,7 +28,11 @@ def anomalies_handler(board: AnomalyBoard, size: int) -> Callable[[web.Request],
         if not 1 <= limit <= size:
             return _json({"error": f"limit must be an integer from 1 to {size}"}, status=400)
         detector = request.query.get("detector") or None
-        return _json({"active_series": board.active_count, "anomalies": board.recent(limit, detector)})
+        items = [
+            {**a, "detected_at_iso": iso(a.get("detected_at")), "expires_at_iso": iso(a.get("expires_at"))}
+            for a in board.recent(limit, detector)
+        ]
+        return _json({"active_series": board.active_count, "anomalies": items})
 
     return handle
 
