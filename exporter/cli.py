@@ -217,7 +217,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    return handlers[args.command](args)
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        # Ctrl-C during a long replay, simulate or backtest: a one-line note, not a traceback. 130 = 128 + SIGINT,
+        # what shells report for a command stopped that way.
+        print(f"\nbillingwatch {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

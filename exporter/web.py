@@ -83,7 +83,9 @@ def webhook_app(
         counts[outcome].inc()
         if debug:
             logs.event(logging.DEBUG, "webhook rejected", outcome=outcome, status=status)
-        resp = _json({"error": message}, status=status)
+        # The outcome is the same word the metrics use, so that a sender (simulate, replay, a support script) can
+        # tell a wrong secret from a bad payload without parsing the message.
+        resp = _json({"error": message, "outcome": outcome}, status=status)
         if outcome == "too_large":
             # The unread remainder of the body would otherwise be parsed as the next request.
             resp.force_close()

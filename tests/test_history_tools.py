@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -211,3 +212,50 @@ async def test_simulate_sends_realistic_signed_traffic_with_live_anomalies(tmp_p
         assert ("duplicate_charge", dup_customer) in found
         assert ("negative_invoice", neg_customer) in found
         assert "simulate: done." in err and "by type:" in err
+
+
+async def test_replay_explains_a_wrong_secret(tmp_path: Path) -> None:
+    path, _ = _history(tmp_path)
+    async with running_exporter(make_config(tmp_path / "state.sqlite3")) as exp:
+        code, _, err = await _cli("replay", str(path), "--url", exp.webhook_url, "--secret", "whsec_wrong", "--max")
+    assert code == 1
+    assert "answers: invalid_signature 12" in err
+    assert "hint: every delivery was refused as invalid_signature" in err
+
+
+async def test_replay_defaults_to_a_pace_that_ends_within_ten_minutes_and_ctrl_c_is_one_line(tmp_path: Path) -> None:
+    now = int(time.time())
+    path = tmp_path / "two-days.jsonl"
+    path.write_text("".join(
+        json.dumps({"received": now - 2 * 86400 + i * 43200, "event": samples.event(
+            "charge.succeeded", samples.charge(created=now - 2 * 86400 + i * 43200), event_id=f"evt_pace_{i}")}) + "\n"
+        for i in range(5)  # one event every 12 hours: two days in all
+    ))  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exporter", "replay", str(path), "--url", "http://127.0.0.1:9/webhooks/stripe",
+        "--secret", SECRET, cwd=REPO, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    first = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+    assert "5 events spanning 172800 s" in first and "at 288x (about 600 s)" in first, first
+    proc.send_signal(signal.SIGINT)
+    rest = (await asyncio.wait_for(proc.stderr.read(), 60)).decode()
+    assert await asyncio.wait_for(proc.wait(), 60) == 130
+    assert "billingwatch replay: interrupted" in rest and "Traceback" not in rest, rest
+
+
+async def test_simulate_twice_sends_new_events_not_redeliveries_of_the_first_run(tmp_path: Path) -> None:
+    async with running_exporter(make_config(tmp_path / "state.sqlite3")) as exp:
+        planned_redeliveries = 0
+        for _ in range(2):
+            code, _, err = await _cli(
+                "simulate", "--url", exp.webhook_url, "--secret", SECRET, "--rate", "30", "--duration", "3s"
+            )
+            assert code == 0, err
+            planned_redeliveries += int(re.search(r"and (\d+) planned redeliveries", err).group(1))  # type: ignore[union-attr]
+            assert "answers: accepted" in err
+        exp.service.ingestor.drain()
+        # Every duplicate is one the generator planned: the second run reused no id of the first ...
+        assert exp.value("billingwatch_webhook_requests_total", {"outcome": "duplicate"}) == planned_redeliveries
+        # ... and no customer and amount either, so nothing looks like a double charge.
+        assert exp.value("billingwatch_anomalies_total", {"detector": "duplicate_charge"}) == 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,7 +132,12 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events-per-day", type=int, default=2000, help="history mode: events a day (default 2000)")
     p.add_argument("--start", type=float, help="history mode: unix time of the first event (default: --days ago)")
     p.add_argument("--manifest", help="history mode: also write the injected anomalies (times, customers) as JSON")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default 1): the same seed, the same traffic")
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="random seed: the same seed, the same traffic (default: 1 for --output; a new one for every live run, "
+        "so that a second run sends new ids, customers and charges rather than redeliveries of the first)",
+    )
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -152,29 +159,35 @@ def _simulate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _err(f"billingwatch simulate: --duration: {exc}")
         return 2
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     return run_live(
-        url=args.url, secret=secret, rate=args.rate, duration=duration, anomalies=args.anomaly, seed=args.seed,
+        url=args.url, secret=secret, rate=args.rate, duration=duration, anomalies=args.anomaly, seed=seed,
         log=_err,
     )  # fmt: skip
 
 
 def _simulate_history(args: argparse.Namespace) -> int:
-    import time
-
     from exporter.history.generator import HistoryGenerator, history_lines
 
     start = args.start if args.start is not None else time.time() - args.days * 86400
     try:
         gen = HistoryGenerator(
-            start=start, days=args.days, events_per_day=args.events_per_day, anomalies=args.anomaly, seed=args.seed
-        )
+            start=start, days=args.days, events_per_day=args.events_per_day, anomalies=args.anomaly,
+            seed=1 if args.seed is None else args.seed,
+        )  # fmt: skip
+        _err(f"simulate: generating {args.days:g} days at {args.events_per_day} events a day ...")
         pairs = gen.generate()
     except ValueError as exc:
         _err(f"billingwatch simulate: {exc}")
         return 2
+    _err(f"simulate: writing {len(pairs)} deliveries to {args.output} ...")
+    next_report = time.monotonic() + 5.0
     with open(args.output, "wb") as out:
-        for line in history_lines(pairs):
+        for n, line in enumerate(history_lines(pairs), 1):
             out.write(orjson.dumps(line) + b"\n")
+            if n % 4096 == 0 and time.monotonic() >= next_report:
+                next_report = time.monotonic() + 5.0
+                _err(f"  {n}/{len(pairs)} ({n / len(pairs):.0%})")
     if args.manifest:
         with open(args.manifest, "wb") as out:
             out.write(orjson.dumps([inj.as_dict() for inj in gen.injections], option=orjson.OPT_INDENT_2))
@@ -200,7 +213,12 @@ def _replay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", required=True, help="webhook URL, e.g. http://127.0.0.1:8000/webhooks/stripe")
     p.add_argument("--secret", help="signing secret (default: the first of STRIPE_WEBHOOK_SECRET)")
     pace = p.add_mutually_exclusive_group()
-    pace.add_argument("--speed", type=float, help="replay the recorded gaps this many times faster (default 1)")
+    pace.add_argument(
+        "--speed",
+        type=float,
+        help="replay the recorded gaps this many times faster (default: fast enough to finish within 10 minutes; "
+        "1 is real time)",
+    )
     pace.add_argument("--max", action="store_true", help="send back to back, as fast as the exporter answers")
     p.add_argument(
         "--rebase",

@@ -34,7 +34,8 @@ def run_live(
     gen = HistoryGenerator(start=now, days=duration / DAY, events_per_day=max(1, round(rate * DAY)), seed=seed)
     gen.plan_live(anomalies)
     pairs = gen.generate()
-    log(f"simulate: {len(pairs)} deliveries to {url} over {duration:g} s (~{rate:g}/s), seed {seed}")
+    log(f"simulate: {len(pairs)} deliveries to {url} over {duration:g} s (~{rate:g}/s), seed {seed} "
+        f"(--seed {seed} sends the same traffic again)")
     tail = pairs[-1][0] - (now + duration) if pairs else 0
     if tail > 1:
         log(f"  late deliveries (redeliveries, lag) keep the run going {tail:.0f} s longer")
@@ -44,10 +45,17 @@ def run_live(
         log(f"  anomaly {inj.name} at {at} UTC (+{inj.start - now:.0f} s): {inj.note} {who}".rstrip())
     # Offsets from the moment sending starts (generation took a little time; keep the schedule relative).
     items = [(received - now, event) for received, event in pairs]
-    stats = asyncio.run(send_all(items, url=url, secret=secret, log=log))
+    planned = items[-1][0] if items else 0.0
+    stats = asyncio.run(send_all(items, url=url, secret=secret, log=log, total=len(items), planned_seconds=planned))
     unique = len({e["id"] for _, e in pairs})
     log(f"simulate: done. {stats.line()}; {latency_summary(stats)}")
-    log(f"  {unique} unique events, {len(pairs) - unique} redeliveries")
+    log(f"  sent {unique} unique events and {len(pairs) - unique} planned redeliveries")
+    # What the exporter made of them: more duplicates than the planned redeliveries means it had seen these events
+    # before (the same --seed run twice), rejections mean a wrong secret or URL.
+    log(f"  answers: {stats.outcome_line()}")
+    hint = stats.hint()
+    if hint:
+        log(f"  hint: {hint}")
     top = ", ".join(f"{t} {n}" for t, n in stats.types.most_common(8))
     log(f"  by type: {top}")
     return 0 if stats.errors == 0 and stats.ok == stats.sent else 1
