@@ -28,4 +28,4 @@ run:
 	./scripts/run.sh
 
 lint: .venv/bin/python
-	.venv/bin/ruff check exporter tests bench scripts
+	.venv/bin/ruff check exporter tests bench scripts examples

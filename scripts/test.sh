@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_debian_packages
 ensure_venv test
-.venv/bin/ruff check exporter tests bench scripts
+.venv/bin/ruff check exporter tests bench scripts examples
 .venv/bin/python -m pytest -q "$@"

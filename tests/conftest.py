@@ -8,6 +8,7 @@ import hmac
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,11 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# The example custom detector lives where users copy it from (examples/detectors); the exporter finds such modules
+# on its Python path, and so do the tests.
+EXAMPLE_DETECTORS = REPO / "examples" / "detectors"
+if str(EXAMPLE_DETECTORS) not in sys.path:
+    sys.path.insert(0, str(EXAMPLE_DETECTORS))
 # Stripe example objects the tests read, kept in the repository (a subset of shared/stripe/fixtures3.json).
 STRIPE_FIXTURES = REPO / "tests" / "data" / "stripe_fixtures.json"
 SECRET = "whsec_test_primary_0123456789abcdef"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -205,7 +206,7 @@ CUSTOM = {
     "custom": [
         {
             "name": "big_charge",
-            "class": "tests.detector_example:BigChargeDetector",
+            "class": "big_charge:BigChargeDetector",
             "options": {"min_amount": 1000, "currency": "usd"},
         }
     ]
@@ -236,7 +237,7 @@ async def test_custom_detector_is_listed_by_the_detectors_api(tmp_path):
             body = await resp.json()
     (custom,) = [d for d in body["detectors"] if d.get("custom")]
     assert custom["name"] == "big_charge" and custom["runs"] == "in-process"
-    assert custom["class"] == "tests.detector_example:BigChargeDetector"
+    assert custom["class"] == "big_charge:BigChargeDetector"
     assert custom["thresholds"] == {"min_amount": 1000.0, "currency": "usd"}
     assert custom["alert"] == catalog.CUSTOM_ALERT_NAME
     assert [a["alert"] for a in custom["alerts"]] == [catalog.CUSTOM_ALERT_NAME]
@@ -273,7 +274,7 @@ def test_custom_detector_that_cannot_be_imported_is_a_config_error(tmp_path):
     assert err.value.errors[0].startswith("detectors.custom[0].class: cannot import")
     # check-config finds it too.
     config_file = tmp_path / "bad.yml"
-    config_file.write_text("detectors:\n  custom:\n    - {name: x1, class: 'tests.detector_example:Nope'}\n")
+    config_file.write_text("detectors:\n  custom:\n    - {name: x1, class: 'big_charge:Nope'}\n")
     result = subprocess.run(
         [sys.executable, "-m", "exporter", "check-config", str(config_file)],
         capture_output=True,
@@ -281,11 +282,11 @@ def test_custom_detector_that_cannot_be_imported_is_a_config_error(tmp_path):
         check=False,
     )
     assert result.returncode == 1
-    assert "detectors.custom[0].class: cannot import 'tests.detector_example:Nope'" in result.stderr
+    assert "detectors.custom[0].class: cannot import 'big_charge:Nope'" in result.stderr
 
 
 def test_custom_detector_whose_factory_fails_is_a_config_error(tmp_path, monkeypatch):
-    import tests.detector_example as example
+    import big_charge as example
 
     def broken(context):
         raise RuntimeError("no database here")
@@ -348,3 +349,26 @@ async def test_duplicate_across_a_real_stop_and_start(tmp_path):
         async with ex.session.get(f"{ex.private}/api/v1/anomalies") as resp:
             (found,) = (await resp.json())["anomalies"]
         assert found["details"]["charge_ids"][1] == second["id"]
+
+
+def test_the_custom_detector_example_works_as_the_docs_write_it(tmp_path):
+    """docs/detectors.md's YAML and command, run from elsewhere than the repository (the installed CLI does not
+    have the repository on its path), import and build the example detector."""
+    from tests.conftest import EXAMPLE_DETECTORS, REPO
+
+    doc = (REPO / "docs" / "detectors.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## Writing a custom in-process detector"):]
+    yaml_block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    commands = section.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
+    command = next(line for line in commands if "check-config" in line)
+    assert command.startswith("PYTHONPATH=examples/detectors .venv/bin/billingwatch check-config billingwatch.yml")
+    (tmp_path / "billingwatch.yml").write_text(yaml_block)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    billingwatch = [sys.executable, "-m", "exporter"]
+    without = subprocess.run([*billingwatch, "check-config", "billingwatch.yml"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert without.returncode == 1 and "cannot import 'big_charge:BigChargeDetector'" in without.stderr
+    env["PYTHONPATH"] = str(EXAMPLE_DETECTORS)
+    with_path = subprocess.run([*billingwatch, "check-config", "billingwatch.yml"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, check=False)  # fmt: skip
+    assert with_path.returncode == 0, with_path.stderr

@@ -1,10 +1,14 @@
-"""An example custom in-process detector (the one docs/detectors.md shows), used by the detector tests.
+"""An example custom in-process detector (the one docs/detectors.md shows), also used by the detector tests.
 
-Config:
+The exporter imports it by module name, so its folder must be on the exporter's Python path:
+
+    PYTHONPATH=examples/detectors billingwatch serve --config billingwatch.yml
+
+with, in billingwatch.yml:
     detectors:
       custom:
         - name: big_charge
-          class: "tests.detector_example:BigChargeDetector"
+          class: "big_charge:BigChargeDetector"
           options: {min_amount: 1000, currency: usd}
 """
 
