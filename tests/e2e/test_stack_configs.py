@@ -34,7 +34,7 @@ def _address_paths(prom: dict[str, Any], am: dict[str, Any]) -> tuple[set[str], 
     for i, alerting in enumerate((prom.get("alerting") or {}).get("alertmanagers") or []):
         for j, _ in enumerate(alerting.get("static_configs") or []):
             prom_paths.add(f"alerting.alertmanagers[{i}].static_configs[{j}].targets")
-    am_paths = {"global.smtp_smarthost"}
+    am_paths = {"global.smtp_smarthost", "templates"}  # templates: made absolute for a copy written elsewhere
     for i, receiver in enumerate(am.get("receivers") or []):
         for j, _ in enumerate(receiver.get("email_configs") or []):
             am_paths.add(f"receivers[{i}].email_configs[{j}].smarthost")
@@ -50,7 +50,8 @@ def test_shipped_configs_use_the_agreed_local_ports() -> None:
         metrics_port=9847, alertmanager_port=9093, smtp_port=1025, webhook_port=5001, rules_dir=REPO / "rules"
     )
     assert differing_paths(prom, local_prom) == {"rule_files"}
-    assert differing_paths(am, local_am) == set()
+    assert differing_paths(am, local_am) == {"templates"}
+    assert local_am["templates"] == [str(REPO / "notifications" / "*.tmpl")]
 
 
 def test_local_configs_change_only_addresses(tmp_path: Path) -> None:
