@@ -9,6 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
+# exporter/runbook.md links here: the runbook the private listener serves at /runbook.
+COPY docs/runbook.md ./docs/runbook.md
 RUN pip install . \
     && useradd --system --uid 10001 --user-group --home-dir /data --no-create-home billingwatch \
     && mkdir -p /data \

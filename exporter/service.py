@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from exporter import __version__, logs
+from exporter import __version__, logs, runbook
 from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
 from exporter.config import Config, parse_hostport
 from exporter.detectors.registry import build_detectors
@@ -65,7 +65,8 @@ class Service:
         public = webhook_app(
             self.ingestor, self.verifier, max_body_bytes=cfg.server.max_body_bytes, clock=self.clock
         )
-        private = private_app(self.ingestor, ready=lambda: self._ready, extra_routes=self.detector_set.routes)
+        routes = [*self.detector_set.routes, *runbook.routes()]
+        private = private_app(self.ingestor, ready=lambda: self._ready, extra_routes=routes)
         # Counters, accounting and detectors run right after each answer, batched per loop iteration (ingest.py).
         self.ingestor.process_later_with(asyncio.get_running_loop().call_soon)
         self.webhook_port = await self._serve(public, cfg.server.listen)
