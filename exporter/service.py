@@ -14,7 +14,7 @@ from aiohttp import web
 
 from exporter import __version__, logs, runbook
 from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
-from exporter.config import Config, parse_hostport
+from exporter.config import Config, parse_hostport, resolve_secret_files
 from exporter.detectors.registry import build_detectors
 from exporter.ingest import Ingestor
 from exporter.metrics import CallbackCounter, Metrics
@@ -50,7 +50,7 @@ class Service:
         self.verifier = SignatureVerifier(config.stripe.webhook_secrets, config.stripe.tolerance_seconds)
         # Missed-delivery poller (exporter/poller.py): only when STRIPE_API_KEY is set.
         self.poller = build_poller(
-            config, self.metrics.registry, self.state, self.ingestor, env=os.environ, clock=clock
+            config, self.metrics.registry, self.state, self.ingestor, env=resolve_secret_files(os.environ), clock=clock
         )
         self._poller_task: asyncio.Task[None] | None = None
         self._runners: list[web.AppRunner] = []
