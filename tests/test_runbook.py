@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from exporter import runbook
+from exporter.rulegen.promql import dashboard_panels
 from tests.conftest import REPO
 
 
@@ -53,8 +54,12 @@ def test_rules_link_flags_override_the_config(tmp_path: Path) -> None:
     for rule in alerts:
         assert rule["annotations"]["runbook_url"] == f"http://127.0.0.1:19847/runbook#{rule['alert'].lower()}"
         assert "dashboard_url" not in rule["annotations"]
+    # With a Grafana, every alert a panel explains links to it (the map is written by `python -m dashboards.generate`).
     with_grafana = render("--grafana-url=http://127.0.0.1:3000")
-    assert any(r["annotations"].get("dashboard_url", "").startswith("http://127.0.0.1:3000/d/") for r in with_grafana)
+    for rule in with_grafana:
+        panel = dashboard_panels().get(rule["alert"])
+        assert rule["annotations"].get("dashboard_url") == (f"http://127.0.0.1:3000{panel}" if panel else None)
+    assert any("dashboard_url" in r["annotations"] for r in with_grafana)
     bad = subprocess.run(
         [sys.executable, "-m", "exporter", "rules", "--output", str(tmp_path / "x"), "--grafana-url=ftp://x"],
         capture_output=True,
