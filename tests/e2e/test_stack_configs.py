@@ -240,6 +240,12 @@ def test_docker_compose_passes_secrets_files_and_config_through(tmp_path: Path) 
     assert (REPO / "docker" / "no-secret").read_text() == ""  # read by the exporter as "not set"
     services = doc["services"]
     assert services["exporter"]["environment"]["STRIPE_API_KEY"] == "rk_test_passed_through"
+    for name in ("exporter", "rules"):  # custom detectors' modules: on PYTHONPATH in both (docs/detectors.md)
+        assert services[name]["environment"]["PYTHONPATH"] == "/etc/billingwatch/detectors"
+        assert any(
+            str(REPO / "docker" / "detectors") in str(v) and "/etc/billingwatch/detectors" in str(v)
+            for v in services[name]["volumes"]
+        ), name
     for name in ("exporter", "rules"):  # the exporter and the rules read the same file
         assert any(
             str(config) in str(v) and "/etc/billingwatch/billingwatch.yml" in str(v) for v in services[name]["volumes"]
