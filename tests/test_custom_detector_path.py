@@ -5,15 +5,15 @@ refused, naming the entry."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
 from exporter import samples
-from tests.conftest import REPO, SECRET, make_event, sign
-from tests.e2e.e2e_stack import VENV_BILLINGWATCH, Proc, free_port, get_json, http, wait_for
+from tests.conftest import REPO, SECRET, make_event
+from tests.e2e.e2e_stack import VENV_BILLINGWATCH, get_json, wait_for
+from tests.exporter_process import running_exporter
 
 CONFIG = """detectors:
   custom:
@@ -45,41 +45,12 @@ def test_a_custom_detector_from_its_own_directory_on_pythonpath(tmp_path: Path) 
     )
     assert refused.returncode == 1 and "detectors.custom[0]" in refused.stdout + refused.stderr
 
-    env = _env(PYTHONPATH=str(detectors))
-    webhook, metrics = free_port(), free_port()
-    proc = Proc(
-        "exporter",
-        [
-            str(VENV_BILLINGWATCH),
-            "serve",
-            "--config",
-            str(config),
-            "--state",
-            str(tmp_path / "state.sqlite3"),
-            "--listen",
-            f"127.0.0.1:{webhook}",
-            "--metrics-listen",
-            f"127.0.0.1:{metrics}",
-        ],
-        tmp_path,
-        env,
-    )
-    proc.start()
-    try:
-        wait_for(lambda: http("GET", f"http://127.0.0.1:{metrics}/readyz")[0] == 200, 20, "the exporter")
-        body = json.dumps(make_event("charge.succeeded", samples.charge(amount=150_000, currency="usd"))).encode()
-        status, _ = http(
-            "POST",
-            f"http://127.0.0.1:{webhook}/webhooks/stripe",
-            body,
-            {"Content-Type": "application/json", "Stripe-Signature": sign(body)},
-        )
-        assert status == 200
+    with running_exporter(tmp_path, _env(PYTHONPATH=str(detectors)), "--config", str(config)) as exporter:
+        event = make_event("charge.succeeded", samples.charge(amount=150_000, currency="usd"))
+        assert exporter.post(event)[0] == 200
         found = wait_for(
-            lambda: get_json(f"http://127.0.0.1:{metrics}/api/v1/anomalies?detector=big_charge")["anomalies"],
+            lambda: get_json(f"{exporter.metrics_url}/api/v1/anomalies?detector=big_charge")["anomalies"],
             20,
             "the big_charge anomaly",
         )
         assert found[0]["detector"] == "big_charge"
-    finally:
-        assert proc.stop() == 0, proc.log_tail()

@@ -14,8 +14,9 @@ import pytest
 
 from exporter import samples
 from exporter.config import ConfigError, load_config, resolve_secret_files
-from tests.conftest import SECRET, make_event, sign
-from tests.e2e.e2e_stack import Proc, free_port, http, wait_for
+from tests.conftest import SECRET, make_event
+from tests.e2e.e2e_stack import wait_for
+from tests.exporter_process import running_exporter
 from tests.fake_stripe_api import API_KEY, FakeStripeAPI
 
 
@@ -53,40 +54,15 @@ def test_serve_takes_both_secrets_from_files(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "BILLINGWATCH_"))}
     env["STRIPE_WEBHOOK_SECRET_FILE"] = _file(tmp_path, "webhook_secret", SECRET + "\n")
     env["STRIPE_API_KEY_FILE"] = _file(tmp_path, "api_key", API_KEY + "\n")
-    webhook, metrics = free_port(), free_port()
     with FakeStripeAPI() as api:
         config = _file(tmp_path, "config.yml", json.dumps({"poller": {"api_base": api.url, "interval_seconds": 10.0}}))
-        argv = [
-            sys.executable,
-            "-m",
-            "exporter",
-            "serve",
-            "--config",
-            config,
-            "--state",
-            str(tmp_path / "s.db"),
-            "--listen",
-            f"127.0.0.1:{webhook}",
-            "--metrics-listen",
-            f"127.0.0.1:{metrics}",
-        ]
-        proc = Proc("exporter", argv, tmp_path, env)
-        proc.start()
-        try:
-            wait_for(lambda: http("GET", f"http://127.0.0.1:{metrics}/readyz")[0] == 200, 20, "the exporter")
-            body = json.dumps(make_event("charge.succeeded", samples.charge(amount=500, currency="usd"))).encode()
-            status, answer = http(
-                "POST",
-                f"http://127.0.0.1:{webhook}/webhooks/stripe",
-                body,
-                {"Content-Type": "application/json", "Stripe-Signature": sign(body, SECRET)},
-            )
+        with running_exporter(tmp_path, env, "--config", config) as exporter:
+            status, answer = exporter.post(make_event("charge.succeeded", samples.charge(amount=500, currency="usd")))
             assert (status, json.loads(answer)["outcome"]) == (200, "accepted")
             # The fake API answers only the right key (401 otherwise): a request means the file's key was used.
             wait_for(lambda: api.requests, 20, "a poll of the Stripe API")
-        finally:
-            assert proc.stop() == 0, proc.log_tail()
-    assert API_KEY not in proc.log_path.read_text() and SECRET not in proc.log_path.read_text()
+    log = exporter.proc.log_path.read_text()
+    assert API_KEY not in log and SECRET not in log
 
 
 def test_serve_names_an_unreadable_secret_file(tmp_path: Path) -> None:

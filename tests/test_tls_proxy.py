@@ -11,15 +11,18 @@ import os
 import ssl
 import subprocess
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from http.client import HTTPConnection, HTTPSConnection
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from exporter import samples
 from tests.conftest import REPO, SECRET, make_event, require_binary, sign
 from tests.e2e.e2e_stack import Proc, free_port, http, wait_for
+from tests.exporter_process import running_exporter
 
 SITE = REPO / "contrib" / "nginx" / "billingwatch.conf"
 
@@ -28,7 +31,6 @@ SITE = REPO / "contrib" / "nginx" / "billingwatch.conf"
 class Proxy:
     port: int
     context: ssl.SSLContext
-    exporter: Proc
     metrics_url: str
 
     def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None):
@@ -62,47 +64,20 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     openssl = require_binary("openssl")
     work = tmp_path_factory.mktemp("tls")
     cert, key = work / "cert.pem", work / "key.pem"
+    subj = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
     subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *subj, "-keyout", str(key),
+         "-out", str(cert)],
         check=True,
         capture_output=True,
         timeout=60,
     )
-    webhook, metrics, port = free_port(), free_port(), free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "BILLINGWATCH_"))}
     env["STRIPE_WEBHOOK_SECRET"] = SECRET
-    exporter = Proc(
-        "exporter",
-        [
-            str(REPO / ".venv" / "bin" / "billingwatch"),
-            "serve",
-            "--listen",
-            f"127.0.0.1:{webhook}",
-            "--metrics-listen",
-            f"127.0.0.1:{metrics}",
-            "--state",
-            str(work / "state.sqlite3"),
-        ],
-        work,
-        env,
-    )
+    stack = ExitStack()
+    exporter = stack.enter_context(running_exporter(work, env))
+    webhook = urlsplit(exporter.webhook_url).port
     (work / "site.conf").write_text(_site_for_test(port, cert, key, webhook))
     temp = {name: work / name for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
     for path in temp.values():
@@ -120,16 +95,14 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     assert check.returncode == 0, check.stderr
     server = Proc("nginx", [nginx, "-p", str(work), "-c", str(work / "nginx.conf")], work)
     context = ssl.create_default_context(cafile=str(cert))
-    exporter.start()
     server.start()
     try:
-        wait_for(lambda: http("GET", f"http://127.0.0.1:{metrics}/readyz")[0] == 200, 20, "the exporter")
-        result = Proxy(port, context, exporter, f"http://127.0.0.1:{metrics}")
+        result = Proxy(port, context, exporter.metrics_url)
         wait_for(lambda: result.request("GET", "/")[0] == 404, 20, "nginx on TLS")
         yield result
     finally:
         server.stop()
-        exporter.stop()
+        stack.close()
         print((work / "error.log").read_text()[-2000:])
 
 
