@@ -9,6 +9,7 @@ sent it (run.sh, docker compose) without a repository host. The Markdown ships i
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 from typing import Any
 
@@ -16,6 +17,7 @@ import markdown
 from aiohttp import web
 
 PATH = "/runbook"
+_RELATIVE_LINK = re.compile(r'<a href="(?!https?:|#)([^"]+)">(.*?)</a>')
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>BillingWatch runbook</title>
@@ -35,6 +37,8 @@ def page() -> str:
     except OSError:
         return _PAGE.format(body="<p>The runbook is not part of this installation: see docs/runbook.md.</p>")
     body = markdown.markdown(text, extensions=["toc", "tables", "fenced_code"], output_format="html")
+    # Links to the other docs (alerting.md) are relative to docs/, which is not served: name the file instead.
+    body = _RELATIVE_LINK.sub(r"\2 (docs/\1)", body)
     return _PAGE.format(body=body)
 
 

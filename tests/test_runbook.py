@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,13 @@ def test_every_alert_has_an_anchor_in_the_served_runbook() -> None:
     for rule in alerts:
         anchor = rule["annotations"]["runbook_url"].rsplit("#", 1)[1]
         assert f'<h2 id="{anchor}">{rule["alert"]}</h2>' in page, rule["alert"]
+
+
+def test_the_served_runbook_has_no_link_that_would_not_resolve() -> None:
+    """The page is served alone at /runbook: only absolute links and in-page anchors resolve there."""
+    hrefs = re.findall(r'href="([^"]*)"', runbook.page())
+    assert all(h.startswith(("http://", "https://", "#")) for h in hrefs), hrefs
+    assert "docs/alerting.md" in runbook.page()
 
 
 def test_the_packaged_runbook_is_docs_runbook_md() -> None:
