@@ -1,7 +1,8 @@
-"""The receiver examples in contrib/alertmanager/ pass Debian's amtool 0.25, and the Slack and Discord examples,
-added to the shipped alertmanager.yml, deliver end to end: a real Alertmanager posts to loopback HTTP receivers
-that check each service's payload shape (Slack's `attachments` with title and text, Discord's `embeds`) and that
-the billingwatch.chat templates filled them."""
+"""The receiver examples in contrib/alertmanager/ pass Debian's amtool 0.25, and the Slack, Discord, PagerDuty, Webex and
+Telegram examples, added to the shipped alertmanager.yml, deliver end to end: a real Alertmanager posts to loopback
+HTTP receivers that check each service's payload shape (Slack's `attachments` with title and text, Discord's
+`embeds`, PagerDuty's Events API v2 body, Telegram's sendMessage) and that the billingwatch.chat templates filled
+them. The Watchdog example pings a loopback "dead man's switch"."""
 
 from __future__ import annotations
 
@@ -56,16 +57,38 @@ def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, HttpCa
     examples = {r["name"]: r for r in load(CONTRIB / "receivers.yml")["receivers"]}
     (slack,) = examples["slack"]["slack_configs"]
     (discord,) = examples["discord"]["discord_configs"]
+    (pagerduty,) = examples["pagerduty"]["pagerduty_configs"]
+    (telegram,) = examples["telegram"]["telegram_configs"]
+    (webex,) = examples["webex"]["webex_configs"]
+    (ping,) = examples["watchdog"]["webhook_configs"]
+    # The examples' own forms: secrets in files where they use files; only the services' addresses change.
     url_file = work / "slack_webhook_url"
     url_file.write_text(f"{catcher.url}/slack")
-    slack["api_url_file"] = str(url_file)  # the example's own form: the secret URL in a file
+    slack["api_url_file"] = str(url_file)
     discord["webhook_url"] = f"{catcher.url}/discord"
+    key_file = work / "pagerduty_routing_key"
+    key_file.write_text("R0UT1NGKEY0123456789abcdefabcdef")
+    pagerduty["routing_key_file"] = str(key_file)
+    pagerduty["url"] = f"{catcher.url}/pagerduty"
+    telegram["api_url"] = f"{catcher.url}/telegram"
+    token_file = work / "webex_bot_token"
+    token_file.write_text("webex-bot-token")
+    webex["http_config"]["authorization"]["credentials_file"] = str(token_file)
+    webex["api_url"] = f"{catcher.url}/webex"
+    ping["url"] = f"{catcher.url}/ping/check-uuid"
     cfg = derive_alertmanager(load(REPO / "alertmanager.yml"), smtp="127.0.0.1:1", webhook_origin=catcher.url)
     for receiver in cfg["receivers"]:
         if receiver["name"] == "email-and-webhook":
             del receiver["email_configs"]  # nothing listens on the SMTP port; the chat integrations are the subject
-            receiver["slack_configs"] = [slack]
-            receiver["discord_configs"] = [discord]
+            receiver.update(
+                slack_configs=[slack],
+                discord_configs=[discord],
+                pagerduty_configs=[pagerduty],
+                telegram_configs=[telegram],
+                webex_configs=[webex],
+            )
+        if receiver["name"] == "watchdog":
+            receiver["webhook_configs"] = [ping]  # docs/alerting.md, "Watchdog": the dead man's switch's ping URL
     try:
         with running_alertmanager(cfg, work) as am:
             yield am, catcher
@@ -97,12 +120,16 @@ def _post_duplicate_charge(am: Any, customer: str) -> None:
     )
 
 
+def _mentioning(bodies: list[dict[str, Any]], needle: str) -> list[dict[str, Any]]:
+    return [b for b in bodies if needle in json.dumps(b)]
+
+
 def test_slack_and_discord_receive_their_own_payload_shapes(chat: tuple[Any, HttpCatcher]) -> None:
     am, catcher = chat
     _post_duplicate_charge(am, "cus_chat")
     title = "Duplicate charge: 120.00 USD twice for cus_chat"
 
-    (slack,) = wait_for(lambda: catcher.on("/slack"), 30, "the Slack notification")
+    (slack,) = wait_for(lambda: _mentioning(catcher.on("/slack"), "cus_chat"), 30, "the Slack notification")
     assert slack["channel"] == "#billing-alerts"
     (attachment,) = slack["attachments"]
     assert attachment["title"] == title
@@ -112,7 +139,7 @@ def test_slack_and_discord_receive_their_own_payload_shapes(chat: tuple[Any, Htt
     assert "Runbook: http://127.0.0.1:9847/runbook#billingwatchduplicatecharge" in attachment["text"]
     assert f"Alertmanager: {am.url}/#/alerts?receiver=email-and-webhook" in attachment["text"]
 
-    (discord,) = wait_for(lambda: catcher.on("/discord"), 30, "the Discord notification")
+    (discord,) = wait_for(lambda: _mentioning(catcher.on("/discord"), "cus_chat"), 30, "the Discord notification")
     (embed,) = discord["embeds"]
     assert embed["title"] == title
     assert isinstance(embed["color"], int)
@@ -124,3 +151,29 @@ def test_slack_and_discord_receive_their_own_payload_shapes(chat: tuple[Any, Htt
         30,
         "the webhook notification",
     )
+
+
+def test_pagerduty_telegram_and_webex_examples_deliver(chat: tuple[Any, HttpCatcher]) -> None:
+    am, catcher = chat
+    _post_duplicate_charge(am, "cus_pager")
+    title = "Duplicate charge: 120.00 USD twice for cus_pager"
+    (event,) = wait_for(lambda: _mentioning(catcher.on("/pagerduty"), "cus_pager"), 30, "the PagerDuty event")
+    assert event["routing_key"] == "R0UT1NGKEY0123456789abcdefabcdef"  # read from the routing_key_file
+    assert event["event_action"] == "trigger"
+    assert event["payload"]["summary"] == title and event["payload"]["severity"] == "critical"
+    telegram = "/telegram/bot123456789:replace-with-your-bot-token/sendMessage"
+    (message,) = wait_for(lambda: _mentioning(catcher.on(telegram), "cus_pager"), 30, "the Telegram message")
+    assert str(message["chat_id"]) == "-1001234567890"
+    assert message["text"].startswith(title + "\n") and "What to do first:" in message["text"]
+    (post,) = wait_for(lambda: _mentioning(catcher.on("/webex"), "cus_pager"), 30, "the Webex message")
+    assert post["roomId"] == "replace-with-the-room-id" and post["markdown"].startswith(title)
+
+
+def test_watchdog_example_pings_the_dead_mans_switch(chat: tuple[Any, HttpCatcher]) -> None:
+    am, catcher = chat
+    am.post([{"labels": {"alertname": "BillingWatchWatchdog", "severity": "info", "detector": "watchdog"}}])
+    (ping,) = wait_for(lambda: catcher.on("/ping/check-uuid"), 30, "the Watchdog's ping")
+    assert [a["labels"]["alertname"] for a in ping["alerts"]] == ["BillingWatchWatchdog"]
+    # Nothing else got it: not the webhook, not a chat or pager.
+    others = [p for p in catcher.posts if p.path != "/ping/check-uuid"]
+    assert not [p for p in others if "Watchdog" in json.dumps(p.body)]
