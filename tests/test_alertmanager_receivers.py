@@ -1,8 +1,8 @@
-"""The receiver examples in contrib/alertmanager/ pass Debian's amtool 0.25, and the Slack, Discord, PagerDuty, Webex and
-Telegram examples, added to the shipped alertmanager.yml, deliver end to end: a real Alertmanager posts to loopback
-HTTP receivers that check each service's payload shape (Slack's `attachments` with title and text, Discord's
-`embeds`, PagerDuty's Events API v2 body, Telegram's sendMessage) and that the billingwatch.chat templates filled
-them. The Watchdog example pings a loopback "dead man's switch"."""
+"""The receiver examples in contrib/alertmanager/ pass Debian's amtool 0.25, and the Slack, Discord, PagerDuty,
+Telegram and Webex examples, added to the shipped alertmanager.yml, deliver end to end: a real Alertmanager posts to
+loopback HTTP receivers that check each service's payload shape (Slack's `attachments` with title and text,
+Discord's `embeds`, PagerDuty's Events API v2 body, Telegram's sendMessage, Webex's roomId and markdown) and that
+the billingwatch.chat templates filled them. The Watchdog example pings a loopback "dead man's switch"."""
 
 from __future__ import annotations
 

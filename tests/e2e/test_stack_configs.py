@@ -295,3 +295,28 @@ def test_e2e_configs_differ_from_the_shipped_ones_only_where_documented(tmp_path
         assert all(p.rsplit(".", 1)[-1] in FAST_ALERTMANAGER for p in am_diff)
         header = stack.alertmanager_yml.read_text().split("\n\n")[0]
         assert all(f"{key}=" in header for key in FAST_ALERTMANAGER)
+
+
+def test_compose_rules_service_command_renders_working_links(tmp_path: Path) -> None:
+    """The `rules` service's command, as compose interpolates it, run with this checkout's billingwatch: it renders
+    every rule file with the runbook on the published private listener and the compose Grafana's panels."""
+    rules = _compose_config({})["services"]["rules"]
+    argv = [a.replace("--output=/rules", f"--output={tmp_path}") for a in rules["command"]]
+    env = {"PATH": "/usr/bin:/bin", "BILLINGWATCH_CONFIG": str(REPO / "docker" / "billingwatch.yml")}
+    proc = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "billingwatch"), *argv], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    docs = [yaml.safe_load(p.read_text()) for p in sorted(tmp_path.glob("*.yml"))]
+    annotations = [r["annotations"] for d in docs for g in d["groups"] for r in g["rules"] if "alert" in r]
+    assert {p.name for p in tmp_path.glob("*.yml")} == {p.name for p in (REPO / "rules").glob("*.yml")}
+    assert all(a["runbook_url"].startswith("http://127.0.0.1:9847/runbook#") for a in annotations)
+    assert any(a.get("dashboard_url", "").startswith("http://127.0.0.1:3000/d/") for a in annotations)
+
+
+def test_the_image_carries_the_runbook_it_serves() -> None:
+    """exporter/runbook.md links to docs/runbook.md: the build context and the Dockerfile must bring that file."""
+    link = REPO / "exporter" / "runbook.md"
+    assert link.is_symlink() and str(link.readlink()) == "../docs/runbook.md"
+    assert "!docs/runbook.md" in (REPO / ".dockerignore").read_text().split()
+    assert re.search(r"^COPY docs/runbook\.md \./docs/runbook\.md$", (REPO / "Dockerfile").read_text(), re.M)
