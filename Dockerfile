@@ -1,4 +1,5 @@
-# BillingWatch exporter image: `billingwatch serve` as a non-root user, state on the /data volume.
+# BillingWatch exporter image: `billingwatch serve` as a non-root user, state on the /data volume (and
+# docker-compose's `rules` service: `billingwatch rules --output /rules`, a volume Prometheus reads).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,10 +10,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
+# exporter/runbook.md links here: the runbook the private listener serves at /runbook.
+COPY docs/runbook.md ./docs/runbook.md
 RUN pip install . \
     && useradd --system --uid 10001 --user-group --home-dir /data --no-create-home billingwatch \
-    && mkdir -p /data \
-    && chown billingwatch:billingwatch /data
+    && mkdir -p /data /rules \
+    && chown billingwatch:billingwatch /data /rules
 # The demo webhook receiver (docker-compose's webhook-receiver service) runs from the same image.
 COPY scripts/demo.py ./scripts/demo.py
 

@@ -80,9 +80,9 @@ def _serve(args: argparse.Namespace) -> int:
     if not config.stripe.webhook_secrets:
         print(
             "billingwatch: no webhook signing secret configured, refusing to start.\n"
-            "  Set STRIPE_WEBHOOK_SECRET=whsec_... (comma-separated for several), or stripe.webhook_secrets in the\n"
-            "  config file. `stripe listen` prints the secret for local forwarding; the Stripe dashboard shows an\n"
-            "  endpoint's secret under Developers > Webhooks.",
+            "  Set STRIPE_WEBHOOK_SECRET=whsec_... (comma-separated for several), STRIPE_WEBHOOK_SECRET_FILE=PATH, or\n"
+            "  stripe.webhook_secrets in the config file. `stripe listen` prints the secret for local forwarding;\n"
+            "  the Stripe dashboard shows an endpoint's secret under Developers > Webhooks.",
             file=sys.stderr,
         )
         return 2

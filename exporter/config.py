@@ -97,6 +97,35 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Secrets may also come from a file named by <VAR>_FILE (Docker secrets, systemd credentials): the file's content,
+# stripped, is the value. An empty file counts as unset, so docker-compose can mount a placeholder.
+SECRET_FILE_VARS = ("STRIPE_WEBHOOK_SECRET", "STRIPE_API_KEY")
+
+
+def resolve_secret_files(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with each <VAR>_FILE of SECRET_FILE_VARS read into <VAR>; both set is an error, not a guess."""
+    out = dict(env)
+    errors = []
+    for var in SECRET_FILE_VARS:
+        path = env.get(f"{var}_FILE") or ""
+        if not path:
+            continue
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.append(f"{var}_FILE: cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
+            continue
+        if not value:
+            continue
+        if env.get(var):
+            errors.append(f"{var} and {var}_FILE are both set: set only one")
+            continue
+        out[var] = value
+    if errors:
+        raise ConfigError(errors)
+    return out
+
+
 def default_document() -> dict[str, Any]:
     text = resources.files("exporter").joinpath("defaults.yml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
@@ -390,7 +419,7 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
     """Defaults < config file < environment < explicit overrides (CLI flags, as a nested mapping)."""
-    env = os.environ if env is None else env
+    env = resolve_secret_files(os.environ if env is None else env)
     doc: dict[str, Any] = {}
     if path:
         document = read_yaml_document(path)

@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from exporter import __version__, logs
+from exporter import __version__, logs, runbook
 from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
-from exporter.config import Config, parse_hostport
+from exporter.config import Config, parse_hostport, resolve_secret_files
 from exporter.detectors.registry import build_detectors
 from exporter.ingest import Ingestor
 from exporter.landing import LandingPage
@@ -51,7 +51,7 @@ class Service:
         self.verifier = SignatureVerifier(config.stripe.webhook_secrets, config.stripe.tolerance_seconds)
         # Missed-delivery poller (exporter/poller.py): only when STRIPE_API_KEY is set.
         self.poller = build_poller(
-            config, self.metrics.registry, self.state, self.ingestor, env=os.environ, clock=clock
+            config, self.metrics.registry, self.state, self.ingestor, env=resolve_secret_files(os.environ), clock=clock
         )
         self._poller_task: asyncio.Task[None] | None = None
         self._runners: list[web.AppRunner] = []
@@ -67,6 +67,7 @@ class Service:
             self.ingestor, self.verifier, max_body_bytes=cfg.server.max_body_bytes, clock=self.clock
         )
         board = self.detector_set.board
+        routes = [*self.detector_set.routes, *runbook.routes()]
         landing = LandingPage(
             self.metrics.registry,
             webhook_path=WEBHOOK_PATH,
@@ -75,11 +76,9 @@ class Service:
             recent_anomalies=board.recent if board is not None else list,
             poller_enabled=self.poller is not None,
             links=[("Prometheus", cfg.server.prometheus_url), ("Alertmanager", cfg.server.alertmanager_url)],
-            routes=[(path, desc) for method, path, _, desc in self.detector_set.routes if method == "GET"],
+            routes=[(path, desc) for method, path, _, desc in routes if method == "GET"],
         )
-        private = private_app(
-            self.ingestor, ready=lambda: self._ready, landing=landing, extra_routes=self.detector_set.routes
-        )
+        private = private_app(self.ingestor, ready=lambda: self._ready, landing=landing, extra_routes=routes)
         # Counters, accounting and detectors run right after each answer, batched per loop iteration (ingest.py).
         self.ingestor.process_later_with(asyncio.get_running_loop().call_soon)
         self.webhook_port = await self._serve(public, cfg.server.listen)

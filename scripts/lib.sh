@@ -24,6 +24,24 @@ ensure_debian_packages() {
   fi
 }
 
+# Only the tests need these: docker-compose validates docker-compose.yml without a docker engine, nginx is the
+# TLS-terminating proxy that docs/production.md describes and tests/test_tls_proxy.py runs.
+ensure_test_packages() {
+  local missing=()
+  command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages for the tests: ${missing[*]}" >&2
+    need_root apt-get update -qq
+    need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The package starts nginx on port 80 where systemd runs; the tests start their own on loopback ports.
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+      need_root systemctl disable --now nginx >/dev/null 2>&1 || true
+    fi
+  fi
+}
+
 ensure_venv() {
   local extra="${1:-}"
   local stamp=".venv/.installed-${extra:-base}"

@@ -9,6 +9,7 @@
 #
 # Ports (env): BILLINGWATCH_WEBHOOK_PORT=8000 BILLINGWATCH_METRICS_PORT=9847 PROMETHEUS_PORT=9090
 #   ALERTMANAGER_PORT=9093; with --demo also DEMO_SMTP_PORT=1025 DEMO_WEBHOOK_PORT=5001 DEMO_INBOX_PORT=8025.
+#   PROMETHEUS_EXTERNAL_URL, ALERTMANAGER_EXTERNAL_URL: the addresses notifications link to (default 127.0.0.1).
 # Other env: STRIPE_WEBHOOK_SECRET (else a local one is generated once), BILLINGWATCH_CONFIG (a config file),
 #   BILLINGWATCH_DATA_DIR (default .data), BILLINGWATCH_SKIP_INSTALL=1 (skip the install checks).
 set -euo pipefail
@@ -19,7 +20,7 @@ if [ -n "${BILLINGWATCH_DATA_DIR:-}" ]; then mkdir -p "$BILLINGWATCH_DATA_DIR"; 
 cd "$(dirname "$0")/.."
 REPO="$(pwd)"
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 DEMO=0
 for arg in "$@"; do
   case "$arg" in
@@ -47,6 +48,8 @@ ALERTMANAGER_PORT="${ALERTMANAGER_PORT:-9093}"
 SMTP_PORT="${DEMO_SMTP_PORT:-1025}"
 RECEIVER_PORT="${DEMO_WEBHOOK_PORT:-5001}"
 INBOX_PORT="${DEMO_INBOX_PORT:-8025}"
+PROMETHEUS_URL="${PROMETHEUS_EXTERNAL_URL:-http://127.0.0.1:$PROMETHEUS_PORT/}"
+ALERTMANAGER_URL="${ALERTMANAGER_EXTERNAL_URL:-http://127.0.0.1:$ALERTMANAGER_PORT/}"
 
 # The webhook listener is public by default (Stripe, or `stripe listen`, must reach it); the rest stays local.
 WEBHOOK_LISTEN="${BILLINGWATCH_LISTEN:-0.0.0.0:$WEBHOOK_PORT}"
@@ -82,13 +85,16 @@ export STRIPE_WEBHOOK_SECRET
 RUN_DIR="$DATA/run"
 LOGS="$DATA/logs"
 mkdir -p "$RUN_DIR" "$LOGS" "$DATA/prometheus" "$DATA/alertmanager"
-# With a config file of your own, the rules are rendered from its `rules:` section; otherwise rules/ (the defaults).
-RULES_DIR="$REPO/rules"
-if [ -n "${BILLINGWATCH_CONFIG:-}" ]; then
-  RULES_DIR="$RUN_DIR/rules"
-  rm -rf "$RULES_DIR"
-  "$REPO/.venv/bin/billingwatch" rules --config "$BILLINGWATCH_CONFIG" --output "$RULES_DIR" >/dev/null
-fi
+# The rules are rendered from your config's `rules:` section (or the defaults) with links that work in this run:
+# runbook_url on this run's private listener (/runbook) and no dashboard_url (no Grafana here), unless your config
+# sets rules.runbook_base_url / rules.grafana_url itself.
+RULES_DIR="$RUN_DIR/rules"
+rm -rf "$RULES_DIR"
+rules_args=(rules --output "$RULES_DIR")
+if [ -n "${BILLINGWATCH_CONFIG:-}" ]; then rules_args+=(--config "$BILLINGWATCH_CONFIG"); fi
+mapfile -t link_flags < <("$PY" scripts/stack_config.py link-flags --metrics-port "$METRICS_PORT" \
+  ${BILLINGWATCH_CONFIG:+--config "$BILLINGWATCH_CONFIG"})
+"$REPO/.venv/bin/billingwatch" "${rules_args[@]}" "${link_flags[@]}" >/dev/null
 "$PY" scripts/stack_config.py local --out "$RUN_DIR" --rules-dir "$RULES_DIR" --metrics-port "$METRICS_PORT" \
   --alertmanager-port "$ALERTMANAGER_PORT" --smtp-port "$SMTP_PORT" --webhook-port "$RECEIVER_PORT"
 
@@ -136,10 +142,12 @@ if [ "$DEMO" = 1 ]; then
 fi
 serve_args=(serve --listen "$WEBHOOK_LISTEN" --metrics-listen "$METRICS_LISTEN" --state "$DATA/billingwatch-state.sqlite3")
 start exporter "$REPO/.venv/bin/billingwatch" "${serve_args[@]}"
+# External URLs: the addresses in every notification's links (the alert's source in Prometheus, Alertmanager).
 start prometheus prometheus --config.file="$RUN_DIR/prometheus.yml" --storage.tsdb.path="$DATA/prometheus" \
-  --web.listen-address="127.0.0.1:$PROMETHEUS_PORT"
+  --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" --web.external-url="$PROMETHEUS_URL"
 start alertmanager prometheus-alertmanager --config.file="$RUN_DIR/alertmanager.yml" \
-  --storage.path="$DATA/alertmanager" --web.listen-address="127.0.0.1:$ALERTMANAGER_PORT" --cluster.listen-address=
+  --storage.path="$DATA/alertmanager" --web.listen-address="127.0.0.1:$ALERTMANAGER_PORT" --cluster.listen-address= \
+  --web.external-url="$ALERTMANAGER_URL"
 
 ready=("http://$METRICS_LISTEN/readyz" "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"
   "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready")
@@ -157,6 +165,7 @@ BillingWatch is running (logs in $LOGS, data in $DATA). Ctrl-C stops everything.
   Metrics and API           http://$METRICS_LISTEN/   (/metrics, /api/v1/anomalies, /api/v1/events/recent)
   Prometheus                http://127.0.0.1:$PROMETHEUS_PORT/alerts
   Alertmanager              http://127.0.0.1:$ALERTMANAGER_PORT/#/alerts
+  Runbook                   http://$METRICS_LISTEN/runbook   (each alert links to its entry)
 
   Signing secret: $SECRET_NOTE
   Send a test event (from another terminal):

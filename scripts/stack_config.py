@@ -60,9 +60,17 @@ def derive_prometheus(
     return cfg
 
 
-def derive_alertmanager(shipped: dict[str, Any], *, smtp: str, webhook_origin: str) -> dict[str, Any]:
-    """alertmanager.yml with every SMTP smarthost and the scheme://host:port of every webhook URL replaced."""
+def derive_alertmanager(
+    shipped: dict[str, Any], *, smtp: str, webhook_origin: str, template_root: Path | None = REPO
+) -> dict[str, Any]:
+    """alertmanager.yml with every SMTP smarthost and the scheme://host:port of every webhook URL replaced.
+
+    Alertmanager reads `templates:` relative to the config file; a copy written elsewhere gets them made absolute
+    against `template_root` (None keeps them relative: docker-compose mounts them beside the config).
+    """
     cfg = _copy(shipped)
+    if template_root is not None and cfg.get("templates"):
+        cfg["templates"] = [str(template_root / t) if not t.startswith("/") else t for t in cfg["templates"]]
     glob = cfg.get("global") or {}
     if "smtp_smarthost" in glob:
         glob["smtp_smarthost"] = smtp
@@ -141,17 +149,45 @@ def docker_configs() -> tuple[dict[str, Any], dict[str, Any]]:
         rule_files=list(DOCKER["rule_files"]),
     )
     am = derive_alertmanager(
-        load(REPO / "alertmanager.yml"), smtp=DOCKER["smtp"], webhook_origin=DOCKER["webhook_origin"]
+        load(REPO / "alertmanager.yml"),
+        smtp=DOCKER["smtp"],
+        webhook_origin=DOCKER["webhook_origin"],
+        template_root=None,
     )
     return prom, am
+
+
+def docker_alertmanager_text(am: dict[str, Any]) -> str:
+    """The repository's alertmanager.yml text with only its addresses replaced, so the receiver examples' comments
+    stay; it must parse to exactly the derived document `am` (a new kind of address fails here, not in compose)."""
+    text = (REPO / "alertmanager.yml").read_text(encoding="utf-8")
+    text = text.replace('"127.0.0.1:1025"', f'"{DOCKER["smtp"]}"')
+    text = text.replace('"http://127.0.0.1:5001/', f'"{DOCKER["webhook_origin"]}/')
+    if yaml.safe_load(text) != am:
+        raise ValueError("alertmanager.yml has addresses scripts/stack_config.py does not know how to replace")
+    return GENERATED_HEADER.format(mode="docker", name="alertmanager.yml") + text
 
 
 def docker_texts() -> dict[str, str]:
     prom, am = docker_configs()
     return {
         "prometheus.yml": dump(prom, GENERATED_HEADER.format(mode="docker", name="prometheus.yml")),
-        "alertmanager.yml": dump(am, GENERATED_HEADER.format(mode="docker", name="alertmanager.yml")),
+        "alertmanager.yml": docker_alertmanager_text(am),
     }
+
+
+def link_flags(config: Path | None, metrics_port: int) -> list[str]:
+    """`billingwatch rules` flags for run.sh: the runbook on this run's private listener and no dashboard links
+    (run.sh starts no Grafana), each unless the user's config sets its own."""
+    own = {}
+    if config is not None:
+        own = (load(config) or {}).get("rules") or {}
+    flags = []
+    if "runbook_base_url" not in own:
+        flags.append(f"--runbook-base-url=http://127.0.0.1:{metrics_port}/runbook")
+    if "grafana_url" not in own:
+        flags.append("--grafana-url=")
+    return flags
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
@@ -200,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{name}", type=int, default=default)
     p = sub.add_parser("docker", help="write docker/prometheus.yml and docker/alertmanager.yml")
     p.add_argument("--out", type=Path, default=REPO / "docker")
+    p = sub.add_parser("link-flags", help="print the `billingwatch rules` link flags for run.sh, one per line")
+    p.add_argument("--config", type=Path)
+    p.add_argument("--metrics-port", type=int, default=9847)
     p = sub.add_parser("ports-free", help="exit 1 naming each HOST:PORT that is already in use")
     p.add_argument("hostports", nargs="+", metavar="NAME=HOST:PORT")
     p = sub.add_parser("wait", help="wait until every URL answers 200")
@@ -227,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         for name, text in docker_texts().items():
             (args.out / name).write_text(text)
+        return 0
+    if args.cmd == "link-flags":
+        print("\n".join(link_flags(args.config, args.metrics_port)))
         return 0
     if args.cmd == "ports-free":
         taken = []

@@ -50,6 +50,22 @@ def test_amtool_check_config() -> None:
         ({"severity": "warning", "alertname": "BillingWatchSilentLapse", "detector": "silent_lapse"}, "email"),
         ({"severity": "info", "alertname": "BillingWatchCustomAnomaly", "detector": "vip_refund"}, "webhook"),
         ({"severity": "info", "alertname": "SomeOtherAlert"}, "webhook"),
+        # The Watchdog: its own receiver (a dead man's switch), never email or the info webhook.
+        (
+            {"severity": "info", "alertname": "BillingWatchWatchdog", "detector": "watchdog", "job": "billingwatch"},
+            "watchdog",
+        ),
+        # Stripe test mode never takes the critical (paging) receiver; its info alerts stay webhook-only.
+        (
+            {"severity": "critical", "alertname": "BillingWatchDuplicateCharge", "livemode": "false"},
+            "test-mode",
+        ),
+        ({"severity": "warning", "alertname": "BillingWatchRefundRatioHigh", "livemode": "false"}, "test-mode"),
+        ({"severity": "info", "alertname": "BillingWatchCustomAnomaly", "livemode": "false"}, "webhook"),
+        (
+            {"severity": "critical", "alertname": "BillingWatchDuplicateCharge", "livemode": "true"},
+            "email-and-webhook",
+        ),
         # No or an unknown severity still reaches a person.
         ({"alertname": "SomethingWithoutSeverity"}, "email"),
         ({"severity": "page", "alertname": "BillingWatchWebhookLag"}, "email"),
@@ -65,10 +81,17 @@ def test_amtool_routes(labels: dict[str, str], receiver: str) -> None:
 
 def test_receivers_deliver_what_the_routes_promise() -> None:
     receivers = {r["name"]: r for r in _doc()["receivers"]}
-    assert set(receivers) == {"email", "webhook", "email-and-webhook"}
-    both = receivers["email-and-webhook"]
-    assert both["email_configs"] and both["webhook_configs"]
+    assert set(receivers) == {"email", "webhook", "email-and-webhook", "test-mode", "watchdog"}
+    for name in ("email-and-webhook", "test-mode"):
+        assert set(receivers[name]) == {"name", "email_configs", "webhook_configs"}, name  # no pager in test mode
     assert "webhook_configs" not in receivers["email"] and "email_configs" not in receivers["webhook"]
+    # The Watchdog's receiver ships without an integration: only an external dead man's switch belongs there.
+    assert set(receivers["watchdog"]) == {"name"}
+    for receiver in receivers.values():
+        for mail in receiver.get("email_configs", []):
+            assert mail["headers"]["Subject"] == '{{ template "billingwatch.email.subject" . }}'
+            assert mail["html"] == '{{ template "billingwatch.email.html" . }}'
+            assert mail["text"] == '{{ template "billingwatch.email.text" . }}'
     for receiver in receivers.values():
         for kind in ("email_configs", "webhook_configs"):
             for integration in receiver.get(kind, []):
@@ -91,15 +114,23 @@ def test_grouping_inhibition_and_fast_anomaly_routes() -> None:
     assert inhibit["source_matchers"] == ['severity="critical"']
     assert inhibit["target_matchers"] == ['severity="warning"']
     assert "detector" in inhibit["equal"]
-    # Every severity route sends the in-process anomaly alerts with a 5 s group_wait (docs/CONTRACTS.md).
-    for child in route["routes"]:
-        (fast,) = child["routes"]
-        assert fast["group_wait"] == "5s"
-        (matcher,) = fast["matchers"]
-        pattern = re.fullmatch(r'alertname=~"(.*)"', matcher).group(1)
-        for name in ANOMALY_ALERTS:
-            assert re.fullmatch(pattern, name), f"{name} is not routed with the 5 s group_wait"
-        assert not re.fullmatch(pattern, "BillingWatchRevenueDrop")
+    # Live and test mode never share a notification, nor does one mode's critical mute the other's warning.
+    assert "livemode" in route["group_by"] and "livemode" in inhibit["equal"]
+    # Every severity and mode route sends the in-process anomaly alerts with a 5 s group_wait (docs/CONTRACTS.md).
+    watchdog, *others = route["routes"]
+    assert watchdog["matchers"] == ['alertname="BillingWatchWatchdog"'] and "routes" not in watchdog
+    # Pinged at once and every minute: a dead man's switch with a period of a few minutes notices a silence fast.
+    assert watchdog["group_wait"] == "0s" and watchdog["repeat_interval"] == watchdog["group_interval"] == "1m"
+    for child in others:
+        fast = [r for r in child["routes"] if any(m.startswith("alertname=~") for m in r["matchers"])]
+        assert fast, child
+        for sub in fast:
+            assert sub["group_wait"] == "5s"
+            (matcher,) = [m for m in sub["matchers"] if m.startswith("alertname=~")]
+            pattern = re.fullmatch(r'alertname=~"(.*)"', matcher).group(1)
+            for name in ANOMALY_ALERTS:
+                assert re.fullmatch(pattern, name), f"{name} is not routed with the 5 s group_wait"
+            assert not re.fullmatch(pattern, "BillingWatchRevenueDrop")
 
 
 def test_no_deprecated_match_syntax() -> None:

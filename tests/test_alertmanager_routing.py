@@ -1,132 +1,94 @@
 """The shipped alertmanager.yml, run by a real Alertmanager with only its addresses changed, delivers each severity
-where docs/alerting.md says: critical by email and webhook, warning by email only, info by webhook only, and a
-critical alert mutes the warning of the same detector about the same subject. A real SMTP server (aiosmtpd) and a
-real HTTP receiver catch the notifications.
+where docs/alerting.md says: critical by email and webhook, warning by email only, info by webhook only, a critical
+alert mutes the warning of the same detector about the same subject, Stripe test-mode alerts take the non-paging
+"test-mode" receiver, and the Watchdog reaches neither email nor webhook. The emails use
+notifications/billingwatch.tmpl: a subject that says what happened, to whom, how much, and a body whose links are
+the sending setup's. A real SMTP server (aiosmtpd) and a real HTTP receiver catch the notifications.
 """
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
-import socket
-import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import yaml
 from aiosmtpd.controller import Controller
 
-from tests.conftest import REPO, require_binary
+from scripts.stack_config import derive_alertmanager, load
+from tests.alertmanager_support import (
+    Alertmanager,
+    HttpCatcher,
+    Mail,
+    Mailbox,
+    free_port,
+    running_alertmanager,
+    wait_for,
+)
+from tests.conftest import REPO
+
+PROMETHEUS = "http://prometheus.test:9090"  # only a string in the alerts' generatorURL
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Mailbox:
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # aiosmtpd hook
-        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        parts = [msg["Subject"] or ""]
-        for part in msg.walk():
-            if part.get_content_maintype() == "text":
-                parts.append(part.get_content())
-        self.messages.append("\n".join(parts))
-        return "250 OK"
-
-
-class _Webhooks(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        type(self).received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
+@dataclass
 class Stack:
-    def __init__(self, url: str, mailbox: _Mailbox, webhooks: list[dict[str, Any]]):
-        self.url, self.mailbox, self.webhooks = url, mailbox, webhooks
+    am: Alertmanager
+    mailbox: Mailbox
+    hooks: HttpCatcher
 
     def post(self, alerts: list[dict[str, str]]) -> None:
-        body = json.dumps([{"labels": labels, "annotations": {"summary": "test"}} for labels in alerts]).encode()
-        req = urllib.request.Request(
-            f"{self.url}/api/v2/alerts", data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            assert resp.status == 200
+        self.am.post([_alert(labels) for labels in alerts])
 
     def webhook_alerts(self) -> list[dict[str, str]]:
-        return [a["labels"] for payload in self.webhooks for a in payload["alerts"] if a["status"] == "firing"]
+        return [a["labels"] for p in self.hooks.on("/alerts") for a in p["alerts"] if a["status"] == "firing"]
+
+    def mails_for(self, customer: str) -> list[Mail]:
+        return [m for m in self.mailbox.messages if customer in m.subject + m.text]
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    binary = require_binary("prometheus-alertmanager")
-    work: Path = tmp_path_factory.mktemp("alertmanager")
-    mailbox = _Mailbox()
-    smtp = Controller(mailbox, hostname="127.0.0.1", port=_free_port())
+    mailbox = Mailbox()
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=free_port())
     smtp.start()
-    _Webhooks.received = []
-    http = ThreadingHTTPServer(("127.0.0.1", 0), _Webhooks)
-    threading.Thread(target=http.serve_forever, daemon=True).start()
-
-    # Only the addresses change: routes, timings, receivers and inhibition are the shipped ones.
-    cfg = yaml.safe_load((REPO / "alertmanager.yml").read_text())
-    cfg["global"]["smtp_smarthost"] = f"127.0.0.1:{smtp.port}"
-    for receiver in cfg["receivers"]:
-        for hook in receiver.get("webhook_configs", []):
-            hook["url"] = f"http://127.0.0.1:{http.server_address[1]}/alerts"
-    config = work / "alertmanager.yml"
-    config.write_text(yaml.safe_dump(cfg))
-    port = _free_port()
-    log = (work / "alertmanager.log").open("w")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    hooks = HttpCatcher()
+    # Only the addresses change (and the template path, made absolute): routes, timings, receivers, templates and
+    # inhibition are the shipped ones.
+    cfg = derive_alertmanager(
+        load(REPO / "alertmanager.yml"), smtp=f"127.0.0.1:{smtp.port}", webhook_origin=hooks.url
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail("alertmanager did not start: " + (work / "alertmanager.log").read_text()[-2000:])
-            time.sleep(0.1)
-        yield Stack(url, mailbox, _Webhooks.received)
+        with running_alertmanager(cfg, tmp_path_factory.mktemp("alertmanager")) as am:
+            yield Stack(am, mailbox, hooks)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
-        http.shutdown()
+        hooks.stop()
         smtp.stop()
+
+
+def _alert(labels: dict[str, str]) -> dict[str, Any]:
+    """An alert as Prometheus sends it, with the annotations the shipped anomaly rules render."""
+    customer = labels.get("customer", "")
+    descriptions = {
+        "BillingWatchDuplicateCharge": f"customer {customer} has two successful charges of 49.99 USD within the "
+        "duplicate-charge window (reason same_amount). /api/v1/anomalies on the exporter lists both charge ids.",
+        "BillingWatchNegativeInvoice": f"Invoice {labels.get('invoice')} of customer {customer}: negative_total, "
+        "amount -125.00 USD.",
+        "BillingWatchSilentLapse": f"Subscription {labels.get('subscription')} of customer {customer} is active but "
+        "unpaid (no_payment); amount involved: 49.00 USD.",
+    }
+    name = labels["alertname"]
+    return {
+        "labels": labels,
+        "annotations": {
+            "summary": "test",
+            "description": descriptions.get(name, "something happened"),
+            "runbook_url": f"http://127.0.0.1:9847/runbook#{name.lower()}",
+        },
+        "generatorURL": f"{PROMETHEUS}/graph?g0.expr=billingwatch_anomaly",
+    }
 
 
 def _anomaly(alertname: str, severity: str, detector: str, customer: str, **extra: str) -> dict[str, str]:
@@ -136,6 +98,7 @@ def _anomaly(alertname: str, severity: str, detector: str, customer: str, **extr
         "detector": detector,
         "customer": customer,
         "job": "billingwatch",
+        "livemode": "true",
         **extra,
     }
 
@@ -152,8 +115,7 @@ def test_severities_reach_the_documented_receivers_and_critical_inhibits_warning
     )
     started = time.monotonic()
 
-    def mails_for(customer: str) -> list[str]:
-        return [m for m in stack.mailbox.messages if customer in m]
+    mails_for = stack.mails_for
 
     def hooks_for(customer: str) -> list[dict[str, str]]:
         return [a for a in stack.webhook_alerts() if a.get("customer") == customer]
@@ -181,3 +143,66 @@ def test_severities_reach_the_documented_receivers_and_critical_inhibits_warning
     # Labels travel intact: the webhook names the detector and customer.
     (crit,) = hooks_for("cus_crit")
     assert crit["detector"] == "duplicate_charge" and crit["currency"] == "usd"
+
+
+def test_email_says_what_happened_to_whom_how_much_with_working_links(stack: Stack) -> None:
+    stack.post([_anomaly("BillingWatchDuplicateCharge", "critical", "duplicate_charge", "cus_tmpl", currency="usd")])
+    (mail,) = wait_for(lambda: stack.mails_for("cus_tmpl"), 30, "the duplicate charge email")
+    assert mail.subject == "Duplicate charge: 49.99 USD twice for cus_tmpl"
+    text = mail.text
+    assert text.startswith("FIRING: Duplicate charge: 49.99 USD twice for cus_tmpl\n")
+    assert "BillingWatchDuplicateCharge, severity critical, live mode, since " in text
+    assert "customer cus_tmpl has two successful charges of 49.99 USD" in text  # the description
+    assert "What to do first: Open the customer in the Stripe Dashboard" in text
+    # Links: the live Stripe Dashboard, the runbook annotation, the alert's source and the Alertmanager that sent it.
+    assert "Customer      cus_tmpl  https://dashboard.stripe.com/customers/cus_tmpl\n" in text
+    assert "dashboard.stripe.com/test" not in text
+    assert "Runbook       http://127.0.0.1:9847/runbook#billingwatchduplicatecharge\n" in text
+    assert f"Prometheus    {PROMETHEUS}/graph?g0.expr=billingwatch_anomaly\n" in text
+    assert f"Alertmanager  {stack.am.url}/#/alerts?receiver=email-and-webhook" in text
+    assert "\nGrafana " not in text  # no dashboard_url annotation, no line
+    assert '<a href="https://dashboard.stripe.com/customers/cus_tmpl">cus_tmpl</a>' in mail.html
+    assert f'<a href="{stack.am.url}/#/alerts?receiver=email-and-webhook">' in mail.html
+
+
+def test_test_mode_alerts_take_the_non_paging_route_with_test_dashboard_links(stack: Stack) -> None:
+    stack.post(
+        [
+            _anomaly("BillingWatchNegativeInvoice", "critical", "negative_invoice", "cus_tm", invoice="in_tm1",
+                     livemode="false", currency="usd", reason="negative_total"),
+            _anomaly("BillingWatchSilentLapse", "warning", "silent_lapse", "cus_tmlapse", subscription="sub_tm1",
+                     livemode="false", currency="usd"),
+        ]
+    )
+    (invoice,) = wait_for(lambda: stack.mails_for("cus_tm "), 30, "the test-mode negative invoice email")
+    assert invoice.subject == "[test mode] Negative invoice in_tm1: -125.00 USD for cus_tm"
+    assert "severity critical, TEST MODE" in invoice.text
+    assert "Invoice       in_tm1  https://dashboard.stripe.com/test/invoices/in_tm1\n" in invoice.text
+    assert "Customer      cus_tm  https://dashboard.stripe.com/test/customers/cus_tm\n" in invoice.text
+    # The non-paging receiver sent it (where a pager is never added), not the critical one.
+    assert f"{stack.am.url}/#/alerts?receiver=test-mode" in invoice.text
+    (lapse,) = wait_for(lambda: stack.mails_for("cus_tmlapse"), 30, "the test-mode silent lapse email")
+    assert lapse.subject == "[test mode] Unpaid active subscription sub_tm1: 49.00 USD for cus_tmlapse"
+    assert "https://dashboard.stripe.com/test/subscriptions/sub_tm1" in lapse.text
+    # Test mode also reaches the webhook (the demo shows both), warnings included.
+    wait_for(
+        lambda: {"cus_tm", "cus_tmlapse"} <= {a.get("customer") for a in stack.webhook_alerts()},
+        30,
+        "both test-mode alerts on the webhook",
+    )
+
+
+def test_watchdog_goes_to_its_own_receiver_never_to_email_or_webhook(stack: Stack) -> None:
+    stack.post(
+        [
+            {"alertname": "BillingWatchWatchdog", "severity": "info", "detector": "watchdog", "job": "billingwatch"},
+            # A marker on the info route: once it is delivered (5 s group_wait), a misrouted Watchdog (0 s) would be.
+            _anomaly("BillingWatchCustomAnomaly", "info", "vip_refund", "cus_marker", livemode="true"),
+        ]
+    )
+    wait_for(lambda: any(a.get("customer") == "cus_marker" for a in stack.webhook_alerts()), 30, "the marker")
+    with urllib.request.urlopen(f"{stack.am.url}/api/v2/alerts?filter=alertname%3D%22BillingWatchWatchdog%22") as r:
+        (watchdog,) = json.loads(r.read())
+    assert [r["name"] for r in watchdog["receivers"]] == ["watchdog"]
+    assert not [a for a in stack.webhook_alerts() if a["alertname"] == "BillingWatchWatchdog"]
+    assert not [m for m in stack.mailbox.messages if "Watchdog" in m.subject + m.text]

@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ import yaml
 
 from dashboards import alert_links, check, generate, operations, overview, queries, sources
 from dashboards.variables import DATASOURCE_UID
+from exporter.config import build_config
+from exporter.rulegen.render import write
 from tests.conftest import REPO
 
 UIDS = {"billingwatch-overview", "billingwatch-operations"}
@@ -302,18 +305,20 @@ def test_every_shipped_alert_links_to_an_existing_panel() -> None:
         assert re.search(rf'"{re.escape(url)}", "alertname", "[^"]*\b{alert}\b', firing), (alert, url)
 
 
-def test_dashboard_urls_in_alert_annotations_point_at_the_alerts_panel() -> None:
-    """Alerts may carry `dashboard_url` = <Grafana base URL>/d/<uid>?viewPanel=<id>; it must name the alert's panel."""
+def test_dashboard_urls_in_alert_annotations_point_at_the_alerts_panel(tmp_path: Path) -> None:
+    """Alerts may carry `dashboard_url` = <Grafana base URL>/d/<uid>?viewPanel=<id>; it must name the alert's panel.
+    The defaults configure no Grafana, so the rules are rendered here with one."""
     urls = committed_urls()
+    cfg = dataclasses.replace(build_config().rules, grafana_url="http://grafana.example:3000")
+    write(cfg, tmp_path)
     linked = [
         (rule["alert"], rule["annotations"]["dashboard_url"])
-        for doc in sources.rule_documents()
+        for doc in sources.rule_documents(tmp_path)
         for group in doc.get("groups", [])
         for rule in group["rules"]
         if "dashboard_url" in rule.get("annotations", {})
     ]
-    if not linked:
-        pytest.skip("no alert in rules/*.yml carries a dashboard_url annotation")
+    assert linked
     for alert, url in linked:
         assert url.endswith(urls[alert]), (alert, url, urls[alert])
 

@@ -13,7 +13,6 @@ import yaml
 from exporter.cli import main
 from exporter.config import ConfigError, build_config
 from exporter.rulegen.durations import format_duration, parse_duration
-from exporter.rulegen.promql import dashboard_panels
 from exporter.rulegen.render import GROUPS, HEADER, differences, render
 from tests.conftest import require_binary
 from tests.rules_support import RULES_DIR, RUNBOOK, alerts, all_rules, records
@@ -128,9 +127,8 @@ def test_every_alert_follows_the_conventions() -> None:
         assert re.fullmatch(r"BillingWatch[A-Z][A-Za-z0-9]+", alert.name)
         annotations = rule["annotations"]
         assert set(annotations) - {"dashboard_url"} == {"summary", "description", "runbook_url"}, alert.name
-        # Every alert a panel explains links to it (the map is written by `python -m dashboards.generate`).
-        panel = dashboard_panels().get(alert.name)
-        assert annotations.get("dashboard_url") == (f"http://localhost:3000{panel}" if panel else None), alert.name
+        # The defaults know no Grafana, so no dashboard links (tests/test_runbook.py renders with one).
+        assert "dashboard_url" not in annotations, alert.name
         assert "{{" not in annotations["summary"], f"{alert.name}: summary must be a static sentence"
         anchor = annotations["runbook_url"].rsplit("#", 1)[1]
         assert anchor == alert.name.lower() and anchor in anchors, f"docs/runbook.md has no entry for {alert.name}"

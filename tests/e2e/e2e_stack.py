@@ -262,6 +262,8 @@ class Stack:
             f"--config.file={self.prometheus_yml}",
             f"--storage.tsdb.path={self.dir / 'prometheus-data'}",
             f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
+            # As run.sh does: the alerts' generatorURL (the "Prometheus" link in notifications) is this server.
+            f"--web.external-url={self.prometheus_url}/",
         ]
         if fast:
             # Prometheus re-sends firing alerts to Alertmanager every resend-delay (default 1m): the Alertmanager
@@ -275,6 +277,7 @@ class Stack:
                 f"--config.file={self.alertmanager_yml}",
                 f"--storage.path={self.dir / 'alertmanager-data'}",
                 f"--web.listen-address=127.0.0.1:{self.alertmanager_port}",
+                f"--web.external-url={self.alertmanager_url}/",
                 "--cluster.listen-address=",
             ],
             self.dir,

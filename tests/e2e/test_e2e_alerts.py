@@ -19,7 +19,7 @@ import pytest
 
 from exporter import samples
 from tests.conftest import SECRET, make_event, require_binary, sign
-from tests.e2e.e2e_stack import Stack, wait_for
+from tests.e2e.e2e_stack import Stack, http, wait_for
 from tests.e2e.rendered_rules import E2E_CONFIG, render_test_rules
 from tests.e2e.sinks import MailSink, WebhookSink, alerts_matching
 
@@ -128,7 +128,19 @@ def test_duplicate_charge_notifies_by_email_and_webhook(env: Env) -> None:
     assert f"customer {cus}" in alert["annotations"]["description"]
     assert "49.99 USD" in alert["annotations"]["description"]
     assert alert["annotations"]["runbook_url"].endswith("#billingwatchduplicatecharge")
-    env.mailed(cus, "duplicate_charge", "BillingWatchDuplicateCharge")
+    (mail,) = env.mailed(cus, "BillingWatchDuplicateCharge")
+    # notifications/billingwatch.tmpl on the real rules' description: what happened, to whom, how much.
+    assert f"Duplicate charge: 49.99 USD twice for {cus}" in mail.subject
+    assert f"/customers/{cus}" in mail.text and "What to do first:" in mail.text
+    # Every link is one this stack serves: the alert's query in Prometheus, Alertmanager, the exporter's runbook.
+    st = env.stack
+    assert f"Prometheus    {st.prometheus_url}/graph?" in mail.text
+    assert f"Alertmanager  {st.alertmanager_url}/#/alerts?receiver=" in mail.text
+    for url in (alert["generatorURL"], f"{st.alertmanager_url}/#/alerts"):
+        assert http("GET", url)[0] == 200, url
+    anchor = alert["annotations"]["runbook_url"].rsplit("#", 1)[1]
+    status, page = http("GET", f"{st.metrics_url}/runbook")
+    assert status == 200 and f'id="{anchor}"'.encode() in page
 
 
 def test_negative_invoice_notifies_by_email_and_webhook(env: Env) -> None:

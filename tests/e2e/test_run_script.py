@@ -123,6 +123,21 @@ def test_run_demo_prints_urls_and_delivers_the_duplicate_charge_alert(demo: Run)
         interval=0.5,
     )
     wait_for(lambda: _mails_mentioning(demo.data, "cus_demo_double"), 60, "the demo email", interval=0.5)
+    # Every link the alert carries works in this run: the runbook on the exporter's private listener (at this
+    # run's port), the source in this run's Prometheus, and no Grafana link (run.sh starts no Grafana).
+    (alert,) = [a for a in _am_alerts(p) if "cus_demo_double" in a["labels"].get("customer", "")]
+    runbook, anchor = alert["annotations"]["runbook_url"].split("#")
+    assert runbook == f"http://127.0.0.1:{p['BILLINGWATCH_METRICS_PORT']}/runbook"
+    status, page = http("GET", runbook)
+    assert status == 200 and f'id="{anchor}"'.encode() in page
+    assert "dashboard_url" not in alert["annotations"]
+    assert alert["generatorURL"].startswith(f"http://127.0.0.1:{p['PROMETHEUS_PORT']}/graph?")
+    assert http("GET", alert["generatorURL"])[0] == 200
+    (path,) = _mails_mentioning(demo.data, "cus_demo_double")
+    mail = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert "Duplicate charge: 120.00 USD twice for cus_demo_double_" in str(mail["Subject"])
+    text = mail.get_body(preferencelist=("plain",)).get_content()
+    assert f"http://127.0.0.1:{p['ALERTMANAGER_PORT']}/#/alerts?receiver=" in text
     hooks = (demo.data / "demo" / "webhooks.jsonl").read_text().splitlines()
     alerts = [a for line in hooks for a in json.loads(line)["payload"]["alerts"]]
     assert any(a["labels"].get("customer", "").startswith("cus_demo_double_") for a in alerts)

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from scripts import stack_config
@@ -34,7 +33,7 @@ def _address_paths(prom: dict[str, Any], am: dict[str, Any]) -> tuple[set[str], 
     for i, alerting in enumerate((prom.get("alerting") or {}).get("alertmanagers") or []):
         for j, _ in enumerate(alerting.get("static_configs") or []):
             prom_paths.add(f"alerting.alertmanagers[{i}].static_configs[{j}].targets")
-    am_paths = {"global.smtp_smarthost"}
+    am_paths = {"global.smtp_smarthost", "templates"}  # templates: made absolute for a copy written elsewhere
     for i, receiver in enumerate(am.get("receivers") or []):
         for j, _ in enumerate(receiver.get("email_configs") or []):
             am_paths.add(f"receivers[{i}].email_configs[{j}].smarthost")
@@ -50,7 +49,8 @@ def test_shipped_configs_use_the_agreed_local_ports() -> None:
         metrics_port=9847, alertmanager_port=9093, smtp_port=1025, webhook_port=5001, rules_dir=REPO / "rules"
     )
     assert differing_paths(prom, local_prom) == {"rule_files"}
-    assert differing_paths(am, local_am) == set()
+    assert differing_paths(am, local_am) == {"templates"}
+    assert local_am["templates"] == [str(REPO / "notifications" / "*.tmpl")]
 
 
 def test_local_configs_change_only_addresses(tmp_path: Path) -> None:
@@ -116,14 +116,20 @@ def test_compose_services_and_mounts() -> None:
         for source, _ in _bind_mounts(service):
             assert (REPO / source).exists(), f"{name} mounts {source}, which does not exist"
         assert "image" in service or "build" in service
-    # Prometheus and Alertmanager get the derived configs, Prometheus the shipped rules.
+    # Prometheus and Alertmanager get the derived configs; Prometheus the rules the `rules` service renders into
+    # the shared volume (from the same config file as the exporter), after it has finished.
     prom_mounts = dict(_bind_mounts(services["prometheus"]))
     assert prom_mounts["./docker/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
-    rules_target = prom_mounts["./rules"]
-    assert stack_config.DOCKER["rule_files"] == [f"{rules_target}/*.yml"]
-    assert dict(_bind_mounts(services["alertmanager"]))["./docker/alertmanager.yml"] == (
-        "/etc/alertmanager/alertmanager.yml"
-    )
+    assert "rules:/etc/prometheus/rules:ro" in services["prometheus"]["volumes"]
+    assert stack_config.DOCKER["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+    rules = services["rules"]
+    assert rules["command"][:2] == ["rules", "--output=/rules"] and "rules:/rules" in rules["volumes"]
+    assert services["prometheus"]["depends_on"]["rules"]["condition"] == "service_completed_successfully"
+    am_mounts = dict(_bind_mounts(services["alertmanager"]))
+    assert am_mounts["./docker/alertmanager.yml"] == "/etc/alertmanager/alertmanager.yml"
+    # alertmanager.yml's relative `templates:` resolve beside the config file.
+    assert stack_config.load(REPO / "docker" / "alertmanager.yml")["templates"] == ["notifications/*.tmpl"]
+    assert am_mounts["./notifications"] == "/etc/alertmanager/notifications"
     # Grafana: the dashboards engineer's provisioning, and the JSON where that provisioning looks for it.
     grafana = dict(_bind_mounts(services["grafana"]))
     provider = yaml.safe_load((REPO / "dashboards/provisioning/dashboards/billingwatch.yml").read_text())
@@ -185,28 +191,85 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
     assert "*" in ignored and "!exporter/" in ignored  # an allow-list: no .venv, .data or .git in the context
 
 
-def _compose_command() -> list[str] | None:
+def _compose_command() -> list[str]:
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30).returncode == 0:
         return [docker, "compose"]
-    legacy = shutil.which("docker-compose")
-    return [legacy] if legacy else None
+    # Debian's docker-compose (scripts/test.sh installs it): a config check needs no docker engine.
+    return [require_binary("docker-compose")]
 
 
-def test_docker_compose_config_validates() -> None:
-    # Only this check needs the compose plugin (or docker-compose); without either it is skipped, even in CI.
-    command = _compose_command()
-    if command is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+def _compose_config(env: dict[str, str]) -> dict[str, Any]:
     proc = subprocess.run(
-        [*command, "-f", str(COMPOSE), "config", "--quiet"],
+        [*_compose_command(), "-f", str(COMPOSE), "config"],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=REPO,
-        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "STRIPE_WEBHOOK_SECRET": "whsec_compose_config_check"},
+        env={"PATH": "/usr/bin:/bin:/usr/local/bin", **env},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return yaml.safe_load(proc.stdout)
+
+
+def test_docker_compose_config_validates_without_any_secret() -> None:
+    """`docker compose down` (or `config`, `logs`) interpolates the file like `up`: it must not need the secret.
+    The exporter itself refuses to start without one."""
+    assert ":?" not in COMPOSE.read_text()
+    services = _compose_config({})["services"]
+    env = services["exporter"]["environment"]
+    assert env["STRIPE_WEBHOOK_SECRET_FILE"] == "/run/secrets/stripe_webhook_secret"
+    assert env["STRIPE_API_KEY_FILE"] == "/run/secrets/stripe_api_key"
+    assert env["BILLINGWATCH_CONFIG"] == "/etc/billingwatch/billingwatch.yml"
+
+
+def test_docker_compose_passes_secrets_files_and_config_through(tmp_path: Path) -> None:
+    secret = tmp_path / "webhook_secret"
+    secret.write_text("whsec_from_a_file\n")
+    config = tmp_path / "billingwatch.yml"
+    config.write_text("stripe:\n  mode: live\n")
+    doc = _compose_config(
+        {
+            "STRIPE_WEBHOOK_SECRET_FILE": str(secret),
+            "STRIPE_API_KEY": "rk_test_passed_through",
+            "BILLINGWATCH_CONFIG_FILE": str(config),
+        }
+    )
+    assert doc["secrets"]["stripe_webhook_secret"]["file"] == str(secret)
+    assert doc["secrets"]["stripe_api_key"]["file"] == str(REPO / "docker" / "no-secret")
+    assert (REPO / "docker" / "no-secret").read_text() == ""  # read by the exporter as "not set"
+    services = doc["services"]
+    assert services["exporter"]["environment"]["STRIPE_API_KEY"] == "rk_test_passed_through"
+    for name in ("exporter", "rules"):  # custom detectors' modules: on PYTHONPATH in both (docs/detectors.md)
+        assert services[name]["environment"]["PYTHONPATH"] == "/etc/billingwatch/detectors"
+        assert any(
+            str(REPO / "docker" / "detectors") in str(v) and "/etc/billingwatch/detectors" in str(v)
+            for v in services[name]["volumes"]
+        ), name
+    for name in ("exporter", "rules"):  # the exporter and the rules read the same file
+        assert any(
+            str(config) in str(v) and "/etc/billingwatch/billingwatch.yml" in str(v) for v in services[name]["volumes"]
+        ), name
+
+
+def test_compose_healthchecks_grace_period_and_external_urls() -> None:
+    services = _compose()["services"]
+    for name, path in (
+        ("prometheus", ":9090/-/ready"),
+        ("alertmanager", ":9093/-/ready"),
+        ("grafana", ":3000/api/health"),
+    ):
+        test = services[name]["healthcheck"]["test"]
+        assert test[0] == "CMD" and test[-1] == f"http://127.0.0.1{path}", name
+    # The exporter's SIGTERM path (in-flight requests, then the state flush) outlasts Docker's default 10 s.
+    assert services["exporter"]["stop_grace_period"] == "30s"
+    assert "--web.external-url=http://127.0.0.1:${PROMETHEUS_PORT:-9090}/" in services["prometheus"]["command"]
+    assert "--web.external-url=http://127.0.0.1:${ALERTMANAGER_PORT:-9093}/" in services["alertmanager"]["command"]
+    assert "--grafana-url=${BILLINGWATCH_GRAFANA_URL:-http://127.0.0.1:3000}" in services["rules"]["command"]
+    # The generated Alertmanager config keeps the receiver examples' comments.
+    docker_am = (REPO / "docker" / "alertmanager.yml").read_text()
+    for example in ("# slack_configs:", "# discord_configs:", "# pagerduty_configs:", "contrib/alertmanager/"):
+        assert example in docker_am
 
 
 def test_e2e_configs_differ_from_the_shipped_ones_only_where_documented(tmp_path: Path) -> None:
@@ -232,3 +295,28 @@ def test_e2e_configs_differ_from_the_shipped_ones_only_where_documented(tmp_path
         assert all(p.rsplit(".", 1)[-1] in FAST_ALERTMANAGER for p in am_diff)
         header = stack.alertmanager_yml.read_text().split("\n\n")[0]
         assert all(f"{key}=" in header for key in FAST_ALERTMANAGER)
+
+
+def test_compose_rules_service_command_renders_working_links(tmp_path: Path) -> None:
+    """The `rules` service's command, as compose interpolates it, run with this checkout's billingwatch: it renders
+    every rule file with the runbook on the published private listener and the compose Grafana's panels."""
+    rules = _compose_config({})["services"]["rules"]
+    argv = [a.replace("--output=/rules", f"--output={tmp_path}") for a in rules["command"]]
+    env = {"PATH": "/usr/bin:/bin", "BILLINGWATCH_CONFIG": str(REPO / "docker" / "billingwatch.yml")}
+    proc = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "billingwatch"), *argv], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    docs = [yaml.safe_load(p.read_text()) for p in sorted(tmp_path.glob("*.yml"))]
+    annotations = [r["annotations"] for d in docs for g in d["groups"] for r in g["rules"] if "alert" in r]
+    assert {p.name for p in tmp_path.glob("*.yml")} == {p.name for p in (REPO / "rules").glob("*.yml")}
+    assert all(a["runbook_url"].startswith("http://127.0.0.1:9847/runbook#") for a in annotations)
+    assert any(a.get("dashboard_url", "").startswith("http://127.0.0.1:3000/d/") for a in annotations)
+
+
+def test_the_image_carries_the_runbook_it_serves() -> None:
+    """exporter/runbook.md links to docs/runbook.md: the build context and the Dockerfile must bring that file."""
+    link = REPO / "exporter" / "runbook.md"
+    assert link.is_symlink() and str(link.readlink()) == "../docs/runbook.md"
+    assert "!docs/runbook.md" in (REPO / ".dockerignore").read_text().split()
+    assert re.search(r"^COPY docs/runbook\.md \./docs/runbook\.md$", (REPO / "Dockerfile").read_text(), re.M)
