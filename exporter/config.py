@@ -93,6 +93,8 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "BILLINGWATCH_STATE": ("state", "path"),
     "BILLINGWATCH_LOG_LEVEL": ("log", "level"),
     "BILLINGWATCH_MODE": ("stripe", "mode"),
+    "BILLINGWATCH_PROMETHEUS_URL": ("server", "prometheus_url"),
+    "BILLINGWATCH_ALERTMANAGER_URL": ("server", "alertmanager_url"),
     "STRIPE_WEBHOOK_SECRET": ("stripe", "webhook_secrets"),
 }
 

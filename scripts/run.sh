@@ -141,7 +141,9 @@ if [ "$DEMO" = 1 ]; then
     --ui-port "$INBOX_PORT" --dir "$DATA/demo"
 fi
 serve_args=(serve --listen "$WEBHOOK_LISTEN" --metrics-listen "$METRICS_LISTEN" --state "$DATA/billingwatch-state.sqlite3")
-start exporter "$REPO/.venv/bin/billingwatch" "${serve_args[@]}"
+# The landing page (/) links the Prometheus and Alertmanager this script starts.
+start exporter env BILLINGWATCH_PROMETHEUS_URL="$PROMETHEUS_URL" BILLINGWATCH_ALERTMANAGER_URL="$ALERTMANAGER_URL" \
+  "$REPO/.venv/bin/billingwatch" "${serve_args[@]}"
 # External URLs: the addresses in every notification's links (the alert's source in Prometheus, Alertmanager).
 start prometheus prometheus --config.file="$RUN_DIR/prometheus.yml" --storage.tsdb.path="$DATA/prometheus" \
   --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" --web.external-url="$PROMETHEUS_URL"

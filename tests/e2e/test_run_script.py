@@ -114,6 +114,12 @@ def test_run_demo_prints_urls_and_delivers_the_duplicate_charge_alert(demo: Run)
         assert url in demo.output
     secret = (demo.data / "webhook-secret").read_text().strip()
     assert secret.startswith("whsec_") and secret in demo.output
+    # The exporter's landing page links the Prometheus and Alertmanager this run started, on their ports.
+    status, raw = http("GET", f"http://127.0.0.1:{p['BILLINGWATCH_METRICS_PORT']}/")
+    landing = raw.decode()
+    assert status == 200
+    assert f'href="http://127.0.0.1:{p["PROMETHEUS_PORT"]}/">Prometheus' in landing
+    assert f'href="http://127.0.0.1:{p["ALERTMANAGER_PORT"]}/">Alertmanager' in landing
 
     # The demo traffic's duplicate charge reaches Alertmanager, the mail catcher and the webhook receiver.
     wait_for(
