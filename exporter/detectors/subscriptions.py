@@ -195,6 +195,8 @@ class SubscriptionLedger:
             self._subscription(event, event_type)
         elif event_type.startswith("invoice."):
             self._invoice(event, event_type)
+        elif event_type == "invoice_payment.paid":
+            self._invoice_payment(event)
         elif event_type == "charge.succeeded" and self._open_invoices:
             # Pre-basil charges name their invoice; basil ones do not (invoice.paid covers them).
             invoice_id = event["data"]["object"].get("invoice")
@@ -257,6 +259,29 @@ class SubscriptionLedger:
         self._save(sub_id, rec)
         if new and len(self.subs) > self.max_subscriptions:
             self._evict()
+
+    def _invoice_payment(self, event: dict[str, Any]) -> None:
+        """Basil (2025-03-31+): a payment names its invoice only through an InvoicePayment (charges and payment
+        intents lost their `invoice`). An invoice can be paid in several parts: each reduces the open amount, and
+        the renewal counts as paid once nothing remains."""
+        payment = event["data"]["object"]
+        if not self.payments_seen:
+            self.payments_seen = True
+            self.state.put(META_NS, "payments_seen", True)
+        invoice_id = get_str(payment, "invoice")
+        sub_id = self._open_invoices.get(invoice_id) if invoice_id else None
+        rec = self.record(sub_id) if sub_id else None
+        if rec is None or invoice_id is None or sub_id is None:
+            return  # not an open renewal we watch (its invoice.paid, if any, settles it anyway)
+        paid_at = get_int(payment, "status_transitions", "paid_at") or get_int(event, "created") or 0
+        amount = get_int(payment, "amount_paid")
+        if amount is not None and 0 < amount < rec.open_amount:
+            rec.open_amount -= amount
+            if paid_at > rec.last_payment:
+                rec.last_payment = paid_at
+        else:
+            self._settle(rec, invoice_id, paid_at=paid_at)
+        self._save(sub_id, rec)
 
     def _invoice(self, event: dict[str, Any], event_type: str) -> None:
         invoice = event["data"]["object"]
