@@ -63,7 +63,12 @@ class Service:
     async def start(self) -> None:
         cfg = self.config
         public = webhook_app(
-            self.ingestor, self.verifier, max_body_bytes=cfg.server.max_body_bytes, clock=self.clock
+            self.ingestor,
+            self.verifier,
+            max_body_bytes=cfg.server.max_body_bytes,
+            clock=self.clock,
+            # Thin events are fetched with the poller's client (STRIPE_API_KEY), when there is one.
+            stripe_client=self.poller.client if self.poller is not None else None,
         )
         private = private_app(self.ingestor, ready=lambda: self._ready, extra_routes=self.detector_set.routes)
         # Counters, accounting and detectors run right after each answer, batched per loop iteration (ingest.py).
