@@ -206,6 +206,46 @@ async def test_unexpanded_discount_ids_count_at_list_price(config: Any) -> None:
         assert mrr(exp) == 300.0
 
 
+def discount_event(event_type: str, d: dict[str, Any], created: int = T0) -> dict[str, Any]:
+    return samples.event(event_type, d, created=created)
+
+
+@pytest.mark.parametrize("order", ["subscription_first", "discount_first"])
+async def test_basil_discount_ids_are_resolved_from_discount_events(config: Any, order: str) -> None:
+    # Basil webhooks list a subscription's discounts as ids; the Discount (with its coupon, before clover) comes
+    # in its own customer.discount.created, in any order.
+    obj = discounted(None, shape="basil")
+    obj["discounts"] = ["di_Sem4nt1cs"]
+    created = discount_event("customer.discount.created", discount(coupon(percent_off=25.0), shape="basil"))
+    snapshot = event("customer.subscription.created", obj)
+    async with running_exporter(config) as exp:
+        await post_all(exp, *([snapshot, created] if order == "subscription_first" else [created, snapshot]))
+        assert mrr(exp) == 225.0
+        deleted = discount_event(
+            "customer.discount.deleted", discount(coupon(percent_off=25.0), shape="basil"), created=T0 + 60
+        )
+        await post_all(exp, deleted)
+        assert mrr(exp) == 300.0
+
+
+@pytest.mark.parametrize("order", ["coupon_last", "coupon_first"])
+async def test_clover_coupon_ids_are_resolved_from_coupon_events(tmp_path: Path, order: str) -> None:
+    # Clover: the Discount's `source.coupon` is an id; the coupon's terms come from coupon.created.
+    config = make_config(tmp_path / "state.sqlite3")
+    obj = discounted(None, shape="clover")
+    obj["discounts"] = ["di_Sem4nt1cs"]
+    d = discount(coupon(), shape="clover")
+    d["source"]["coupon"] = "co_Sem4nt1cs"
+    events = [event("customer.subscription.created", obj), discount_event("customer.discount.created", d)]
+    terms = samples.event("coupon.created", coupon(percent_off=25.0), created=T0 - 86400)
+    events = [*events, terms] if order == "coupon_last" else [terms, *events]
+    async with running_exporter(config) as exp:
+        await post_all(exp, *events)
+        assert mrr(exp) == 225.0
+    async with running_exporter(config) as exp:  # kept across a restart
+        assert mrr(exp) == 225.0
+
+
 # -- MRR: tiers, quantities, intervals ---------------------------------------------------------------------------
 
 TIERS = [

@@ -136,10 +136,9 @@ class Sub:
     def apply_snapshot(self, view: Any) -> None:
         """The subscription's own fields from a SubscriptionView (one call instead of ten property writes)."""
         n = self.n
-        n[_MONTHLY] = view.monthly_minor
-        n[_LIST_MONTHLY] = view.list_monthly_minor
+        n[_MONTHLY] = n[_LIST_MONTHLY] = view.list_monthly_minor  # the ledger then applies the discounts
         n[_PER_MONTH] = view.invoices_per_month
-        n[_DISCOUNT_END] = _NONE if view.discount_end is None else view.discount_end
+        n[_DISCOUNT_END] = _NONE
         if view.interval_seconds:
             n[_INTERVAL] = view.interval_seconds
         n[_PERIOD_START] = _NONE if view.period_start is None else view.period_start

@@ -5,7 +5,7 @@ singular `discount` by a `discounts` list; clover (2025-09-30+) moved a Discount
 `source.coupon`. Older shapes also carry a legacy `plan` on each item.
 
 Monthly value: each licensed item's price for its quantity (per unit, or by its tiers: volume or graduated),
-normalised to a month, minus the discounts whose terms the payload carries (docs/detectors.md, "Monthly value").
+normalised to a month; the ledger then applies the discounts (exporter/detectors/discounts.py).
 Metered prices add nothing (their amount is only known from usage), nor tiered prices whose `tiers` the payload
 omits (Stripe includes them only when expanded). Taxes are not included.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from exporter.detectors.discounts import DiscountRef, subscription_discounts
 from exporter.money import normalize_currency
 from exporter.stripe_shapes import get_dict, get_int
 
@@ -29,10 +30,9 @@ class SubscriptionView(NamedTuple):
     status: str | None
     customer: str | None
     currency: str | None
-    monthly_minor: float  # after the discounts that apply at the snapshot's time
-    list_monthly_minor: float  # before discounts
+    list_monthly_minor: float  # before discounts (the ledger applies them: exporter/detectors/discounts.py)
     invoices_per_month: float
-    discount_end: int | None  # when a discount included in monthly_minor stops applying
+    discounts: list[DiscountRef] | None  # None: the payload does not say
     interval_seconds: int
     period_start: int | None
     period_end: int | None
@@ -118,85 +118,8 @@ def _tiered(tiers: list[Any], quantity: int, mode: Any) -> float | None:
     return total if mode != "volume" else None
 
 
-class Discount(NamedTuple):
-    percent_off: float
-    amount_off: float  # minor units of `currency`, off each invoice
-    currency: str | None
-    end: int | None
-
-
-def _coupon(discount: dict[str, Any]) -> dict[str, Any] | None:
-    coupon = discount.get("coupon")
-    if type(coupon) is not dict:
-        source = discount.get("source")  # clover
-        coupon = source.get("coupon") if type(source) is dict else None
-    return coupon if type(coupon) is dict else None
-
-
-def read_discounts(sub: dict[str, Any]) -> tuple[list[Discount], bool]:
-    """The recurring discounts whose terms the payload carries, and whether some could not be read (only ids)."""
-    raw: list[Any] = []
-    single = sub.get("discount")  # before basil
-    if type(single) is dict:
-        raw.append(single)
-    many = sub.get("discounts")
-    if type(many) is list:
-        # Pre-basil payloads may carry the same discount in both (the list unexpanded): count it once.
-        single_id = single.get("id") if type(single) is dict else None
-        for d in many:
-            if single_id is None or (d != single_id and not (type(d) is dict and d.get("id") == single_id)):
-                raw.append(d)
-    found: list[Discount] = []
-    unresolved = False
-    for discount in raw:
-        coupon = _coupon(discount) if type(discount) is dict else None
-        if coupon is None:
-            unresolved = True  # an id only (webhooks do not expand `discounts`, clover not `coupon`)
-            continue
-        duration = coupon.get("duration")
-        if duration == "once":
-            continue  # one invoice, not a recurring rate
-        end = _int(discount.get("end"))
-        if duration == "repeating" and end is None:
-            start = _int(discount.get("start"))
-            months = _int(coupon.get("duration_in_months"))
-            if start is not None and months is not None:
-                end = start + round(months * 365.25 / 12 * 86400)
-        percent = _number(coupon.get("percent_off"))
-        amount = _number(coupon.get("amount_off"))
-        if (percent is None or not 0 < percent <= 100) and (amount is None or amount <= 0):
-            continue
-        found.append(
-            Discount(
-                percent if percent is not None and 0 < percent <= 100 else 0.0,
-                amount if amount is not None and amount > 0 else 0.0,
-                normalize_currency(coupon.get("currency")),
-                end,
-            )
-        )
-    return found, unresolved
-
-
-def apply_discounts(list_monthly: float, per_month: float, currency: str | None, discounts: list[Discount],
-                    at: float) -> tuple[float, int | None]:
-    """(monthly value after the discounts active at `at`, the earliest end among them)."""
-    value = list_monthly
-    first_end: int | None = None
-    for discount in discounts:
-        if discount.end is not None and discount.end <= at:
-            continue  # expired
-        if discount.percent_off:
-            value *= 1 - discount.percent_off / 100
-        if discount.amount_off and discount.currency == currency:
-            value -= discount.amount_off * per_month
-        if discount.end is not None and (first_end is None or discount.end < first_end):
-            first_end = discount.end
-    return max(0.0, value), first_end
-
-
-def read_subscription(sub: dict[str, Any], at: float = 0) -> SubscriptionView:
-    """Hot path (every subscription event): plain dict access, every field type-checked. `at`: the event's time
-    (discounts that ended before it do not apply)."""
+def read_subscription(sub: dict[str, Any]) -> SubscriptionView:
+    """Hot path (every subscription event): plain dict access, every field type-checked."""
     items_list = sub.get("items")
     items = items_list.get("data") if type(items_list) is dict else None
     monthly = 0.0
@@ -235,8 +158,6 @@ def read_subscription(sub: dict[str, Any], at: float = 0) -> SubscriptionView:
             start = item_start
         if item_end is not None and (end is None or item_end > end):
             end = item_end
-    discounts, _ = read_discounts(sub)
-    discounted, discount_end = apply_discounts(monthly, per_month, currency, discounts, at)
     # Pre-basil shapes carry the period on the subscription itself.
     period_start = _int(sub.get("current_period_start"))
     period_end = _int(sub.get("current_period_end"))
@@ -247,10 +168,9 @@ def read_subscription(sub: dict[str, Any], at: float = 0) -> SubscriptionView:
         _str(sub.get("status")),
         _str(sub.get("customer")),
         currency,
-        discounted,
         monthly,
         per_month,
-        discount_end,
+        subscription_discounts(sub),
         interval_seconds,
         start if period_start is None else period_start,
         end if period_end is None else period_end,

@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry, Counter
 from exporter import logs
 from exporter.detectors.board import AnomalyBoard
 from exporter.detectors.config import SUBSCRIPTION_STATUSES, SubscriptionsConfig
+from exporter.detectors.discounts import DiscountBook, apply_discounts
 from exporter.detectors.journal import Journal
 from exporter.detectors.ledger_record import NEG_INF, Sub
 from exporter.detectors.subscription_shapes import invoice_paid_through, read_subscription
@@ -122,6 +123,7 @@ class SubscriptionLedger:
         # sub id -> Sub.pack() (see ledger_record: packed records cost the garbage collector nothing)
         self.subs: dict[str, tuple[Any, ...]] = {}
         self._journal = Journal(state, NS)
+        self.discounts = DiscountBook(state)
         # Saving the table for restarts; a backtest (which never restarts) turns it off to save a third of its time.
         self.persist = True
         self._orphans: OrderedDict[str, tuple[Any, ...]] = OrderedDict()  # packed, like self.subs
@@ -195,6 +197,13 @@ class SubscriptionLedger:
             self._subscription(event, event_type)
         elif event_type.startswith("invoice."):
             self._invoice(event, event_type)
+        elif event_type.startswith("customer.discount."):
+            sub_id = self.discounts.on_discount(event_type, event["data"]["object"])
+            if sub_id is not None:
+                self._reprice(sub_id, get_int(event, "created") or received)
+        elif event_type in ("coupon.created", "coupon.updated"):
+            for sub_id in self.discounts.on_coupon(event["data"]["object"]):
+                self._reprice(sub_id, get_int(event, "created") or received)
         elif event_type == "invoice_payment.paid":
             self._invoice_payment(event)
         elif event_type == "charge.succeeded" and self._open_invoices:
@@ -230,7 +239,7 @@ class SubscriptionLedger:
         if created < rec.first_seen:
             rec.first_seen = created
         kind = SNAP_KINDS.get(event_type, 1)
-        view = read_subscription(obj, created)
+        view = read_subscription(obj)
         status = view.status or ("canceled" if event_type == "customer.subscription.deleted" else None)
         previous = event["data"].get("previous_attributes")
         previous_status = previous.get("status") if isinstance(previous, dict) else None
@@ -246,6 +255,8 @@ class SubscriptionLedger:
             if view.currency:
                 rec.currency = sys.intern(view.currency)
             rec.apply_snapshot(view)
+            self.discounts.set_listed(sub_id, view.discounts)
+            self._apply_discounts(sub_id, rec, created)
         mode = event.get("livemode")
         if not isinstance(mode, bool):
             mode = obj.get("livemode")
@@ -259,6 +270,23 @@ class SubscriptionLedger:
         self._save(sub_id, rec)
         if new and len(self.subs) > self.max_subscriptions:
             self._evict()
+
+    def _apply_discounts(self, sub_id: str, rec: Sub, at: float) -> None:
+        rec.monthly, rec.discount_end = apply_discounts(
+            rec.list_monthly, rec.invoices_per_month, rec.currency, self.discounts.resolve(sub_id), at
+        )
+
+    def _reprice(self, sub_id: str, at: float) -> None:
+        """The discounts of a subscription changed (or their terms became known): its monthly value again."""
+        rec = self.record(sub_id)
+        if rec is None:
+            return
+        before = (rec.monthly, rec.discount_end)
+        self._uncount(rec)
+        self._apply_discounts(sub_id, rec, at)
+        self._count(rec)
+        if (rec.monthly, rec.discount_end) != before:
+            self._save(sub_id, rec)
 
     def _invoice_payment(self, event: dict[str, Any]) -> None:
         """Basil (2025-03-31+): a payment names its invoice only through an InvoicePayment (charges and payment
@@ -461,12 +489,9 @@ class SubscriptionLedger:
             self._forget(sub_id, rec)
             return
         if rec.discount_end is not None and rec.discount_end <= now:
-            # A repeating coupon ran out: the list value applies from now on (Stripe's next snapshot confirms it).
-            self._uncount(rec)
-            rec.monthly = rec.list_monthly
-            rec.discount_end = None
-            self._count(rec)
-            self._save(sub_id, rec)
+            # A repeating coupon ran out: the value without it from now on (Stripe's next snapshot confirms it).
+            self._reprice(sub_id, now)
+            rec = self.record(sub_id) or rec
         found = self.lapse_reason(rec, now)
         if (found[0] if found else None) != rec.lapsed:
             self._set_lapsed(rec, found[0] if found else None)
@@ -478,6 +503,7 @@ class SubscriptionLedger:
 
     def _forget(self, sub_id: str, rec: Sub) -> None:
         del self.subs[sub_id]
+        self.discounts.forget(sub_id)
         if rec.open_invoice:
             self._open_invoices.pop(rec.open_invoice, None)
         self._set_lapsed(rec, None)
