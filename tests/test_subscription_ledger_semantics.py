@@ -316,17 +316,30 @@ async def test_full_ledger_forgets_ended_subscriptions_first(tmp_path: Path) -> 
         for i in range(10)
     ]
     events += [
-        event("customer.subscription.created", sub(f"sub_live{i:04d}"), created=T0 + 100 + i) for i in range(991)
+        event("customer.subscription.created", sub(f"sub_new{i:04d}", status="incomplete"), created=T0 + 50 + i)
+        for i in range(3)
+    ]
+    events += [
+        event("customer.subscription.created", sub(f"sub_live{i:04d}"), created=T0 + 100 + i) for i in range(988)
     ]
     async with running_exporter(config, clock=Clock(T0 + 2000)) as exp:
         await post_all(exp, *events)
-        # 1,001 > 1,000: down to 990 (1 % headroom), the 10 ended ones first, then the oldest active one.
-        assert exp.value("billingwatch_subscriptions_evicted_total", {"status": "canceled"}) == 10
-        assert exp.value("billingwatch_subscriptions_evicted_total", {"status": "active"}) == 1
+        # 1,001 > 1,000: down to 990 (1 % headroom): the 10 ended ones, then the oldest incomplete one.
+        evicted = {s: exp.value("billingwatch_subscriptions_evicted_total", {"status": s}) for s in
+                   ("canceled", "incomplete", "active")}  # fmt: skip
+        assert evicted == {"canceled": 10, "incomplete": 1, "active": None}
         ledger = exp.service.detector_set.by_name["silent_lapse"]
-        assert len(ledger.subs) == 990 and "sub_live0000" not in ledger.subs and "sub_live0990" in ledger.subs
-        assert (count(exp, "canceled"), count(exp, "active")) == (0, 990)
-        assert mrr(exp) == 990 * 20.0
+        assert len(ledger.subs) == 990 and "sub_new0000" not in ledger.subs and "sub_new0001" in ledger.subs
+        assert (count(exp, "canceled"), count(exp, "incomplete"), count(exp, "active")) == (0, 2, 988)
+        # Then the oldest active ones, and stripe_mrr loses what they counted.
+        more = [
+            event("customer.subscription.created", sub(f"sub_more{i:04d}"), created=T0 + 1500 + i) for i in range(11)
+        ]
+        await post_all(exp, *more)
+        assert exp.value("billingwatch_subscriptions_evicted_total", {"status": "incomplete"}) == 3
+        assert exp.value("billingwatch_subscriptions_evicted_total", {"status": "active"}) == 9
+        assert "sub_live0008" not in ledger.subs and "sub_live0009" in ledger.subs
+        assert mrr(exp) == count(exp, "active") * 20.0 == 990 * 20.0
 
 
 def test_records_stored_before_the_newer_fields_still_load() -> None:
