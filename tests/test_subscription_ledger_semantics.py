@@ -280,6 +280,24 @@ async def test_tiered_prices_count(config: Any, mode: str, quantity: int, tiers:
         assert mrr(exp) == expected
 
 
+@pytest.mark.parametrize("decimal", ["string", "number"])
+async def test_decimal_amounts_count_in_every_shape(config: Any, decimal: str) -> None:
+    # `*_decimal` fields are strings in the JSON of every version (dahlia's SDKs type them as decimals); a
+    # fraction of a minor unit per seat adds up over the quantity.
+    obj = sub(unit_amount=0, quantity=4)
+    price = obj["items"]["data"][0]["price"]
+    price["unit_amount"] = None
+    price["unit_amount_decimal"] = "1250.5" if decimal == "string" else 1250.5
+    tiered_obj = tiered("graduated", 3, [{"up_to": None, "unit_amount": None, "unit_amount_decimal": "100.25",
+                                           "flat_amount": None, "flat_amount_decimal": "99.25"}])  # fmt: skip
+    tiered_obj["id"] = "sub_1QsemTest02"
+    async with running_exporter(config) as exp:
+        await post_all(
+            exp, event("customer.subscription.created", obj), event("customer.subscription.created", tiered_obj)
+        )
+        assert mrr(exp) == pytest.approx(50.02 + 4.0, abs=0.005)
+
+
 @pytest.mark.parametrize(
     ("interval", "interval_count", "expected"),
     [("day", 1, 30.0 * 365 / 12), ("week", 2, 30.0 * 52 / 12 / 2), ("month", 6, 5.0), ("year", 1, 2.5)],
