@@ -99,7 +99,7 @@ def valid_type(name: str) -> bool:
 
 def type_groups(types: list[str]) -> list[dict[str, Any]]:
     """The Events API filters covering `types`: exact names 20 per `types` call, each wildcard its own `type`."""
-    if "*" in types:
+    if not types or "*" in types:
         return [{}]  # everything: no filter
     wildcards = [t for t in types if t.endswith(".*")]
     exact = [t for t in types if not t.endswith(".*") and not any(t.startswith(w[:-1]) for w in wildcards)]
