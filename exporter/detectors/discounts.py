@@ -104,15 +104,16 @@ def discount_ref(discount: Any) -> DiscountRef | None:
 
 def subscription_discounts(sub: dict[str, Any]) -> list[DiscountRef] | None:
     """The discounts a snapshot lists (None when it has neither field: nothing said, nothing changes)."""
-    if "discount" not in sub and "discounts" not in sub:
-        return None
-    refs: dict[str, DiscountRef] = {}
     many = sub.get("discounts")
+    single_raw = sub.get("discount")
+    if single_raw is None and (many is None or many == []):
+        return None if many is None and "discount" not in sub else []  # the common case, on the hot path
+    refs: dict[str, DiscountRef] = {}
     for raw in many if type(many) is list else ():
         ref = discount_ref(raw)
         if ref is not None:
             refs[ref.id] = ref
-    single = discount_ref(sub.get("discount"))  # before basil; the same discount may also be listed as an id
+    single = discount_ref(single_raw)  # before basil; the same discount may also be listed as an id
     if single is not None:
         refs[single.id] = single
     return list(refs.values())
@@ -191,8 +192,8 @@ class DiscountBook:
 
     def set_listed(self, sub_id: str, refs: list[DiscountRef] | None) -> None:
         """The discounts a newly applied snapshot lists (None: the snapshot does not say)."""
-        if refs is None:
-            return
+        if refs is None or (not refs and sub_id not in self.listed):
+            return  # the common case (no discounts), on the hot path
         for ref in refs:
             if ref.coupon is not None:
                 self._remember(ref)

@@ -149,7 +149,12 @@ def read_subscription(sub: dict[str, Any]) -> SubscriptionView:
                 quantity = _int(item.get("quantity"))
                 if quantity is None:
                     quantity = _int(sub.get("quantity")) or 1
-                amount = price_amount(price, quantity) if quantity > 0 else None
+                unit = price.get("unit_amount")
+                plain = price.get("billing_scheme") != "tiered" and not price.get("transform_quantity")
+                if type(unit) is int and plain:
+                    amount: float | None = float(unit * quantity)  # the common per-unit price, on the hot path
+                else:
+                    amount = price_amount(price, quantity) if quantity > 0 else None
                 if amount is not None and amount > 0:
                     monthly += amount * MONTHS_FACTOR[interval] / count
         # Basil: the period is on each item (they share it in classic billing; keep the latest).

@@ -86,6 +86,11 @@ EVICT_HEADROOM = 0.01
 MODE_LABELS = {1: "true", 0: "false", -1: ""}
 
 
+def _previous_status(event: dict[str, Any]) -> Any:
+    previous = event["data"].get("previous_attributes")
+    return previous.get("status") if isinstance(previous, dict) else None
+
+
 def snapshot_follows(kind: int, status: str | None, previous_status: Any, rec: Sub) -> bool:
     """At equal event `created`: does the new snapshot come after the one applied to `rec`?"""
     if kind != rec.snap_kind:
@@ -245,10 +250,9 @@ class SubscriptionLedger:
         kind = SNAP_KINDS.get(event_type, 1)
         view = read_subscription(obj)
         status = view.status or ("canceled" if event_type == "customer.subscription.deleted" else None)
-        previous = event["data"].get("previous_attributes")
-        previous_status = previous.get("status") if isinstance(previous, dict) else None
-        if created > rec.snap_created or (
-            created == rec.snap_created and snapshot_follows(kind, status, previous_status, rec)
+        snap_created = rec.snap_created
+        if created > snap_created or (
+            created == snap_created and snapshot_follows(kind, status, _previous_status(event), rec)
         ):
             rec.snap_created = created
             rec.snap_kind = kind
@@ -262,9 +266,9 @@ class SubscriptionLedger:
             self.discounts.set_listed(sub_id, view.discounts)
             self._apply_discounts(sub_id, rec, created)
         mode = event.get("livemode")
-        if not isinstance(mode, bool):
+        if mode is not True and mode is not False:
             mode = obj.get("livemode")
-        if isinstance(mode, bool):
+        if mode is True or mode is False:
             rec.livemode = 1 if mode else 0
         # The gauges move only when what they count changed (most updates change neither).
         if counted != (rec.status, rec.currency, rec.monthly, rec.livemode):
@@ -277,6 +281,9 @@ class SubscriptionLedger:
             self._evict()
 
     def _apply_discounts(self, sub_id: str, rec: Sub, at: float) -> None:
+        if sub_id not in self.discounts.listed:
+            rec.monthly, rec.discount_end = rec.list_monthly, None  # the common case, on the hot path
+            return
         rec.monthly, rec.discount_end = apply_discounts(
             rec.list_monthly, rec.invoices_per_month, rec.currency, self.discounts.resolve(sub_id), at
         )
