@@ -12,6 +12,15 @@ Every `poller.interval_seconds` it makes two list calls through the stripe SDK (
    like a first delivery (received now). Dedupe makes that exact: if Stripe delivers it later after all, that
    delivery is a duplicate and changes no business metric.
 
+Event types: Stripe's `types` filter takes at most 20 exact names and no wildcard; `type` takes one name or one
+wildcard (`charge.*`). `poller.types` may hold any number of exact names and wildcards: exact names are listed
+20 at a time, each wildcard in its own call ("groups"; two list calls per group and poll).
+
+Nothing found is dropped. Stripe lists newest first; a poll reads at most `max_events_per_poll` events. When a
+window holds more, the poll processes what it read and remembers, per group, the oldest event it read (the
+`backlog` in the state file); the next polls continue below it with `starting_after`, within the same window,
+until every group has been read to the window's start. Only then does the cursor move to the window's end.
+
 The key comes only from the environment (STRIPE_API_KEY), never from the config file, and is never logged.
 """
 
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +45,9 @@ if TYPE_CHECKING:
 STATE_NS = "poller"
 RETRY_WINDOW_SECONDS = 3 * 86400  # Stripe retries a failed delivery for up to three days
 MAX_TYPES = 20  # the Events API's `types` filter takes at most 20
+MAX_GROUPS = 10  # list calls per poll (x2): a sanity bound, far above the types BillingWatch reads
+# An event type: lower-case dot-separated words; a wildcard replaces the last word (or the whole type) by `*`.
+_TYPE_RE = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)*")
 
 
 @dataclass(frozen=True)
@@ -57,9 +70,48 @@ class PollerConfig:
             errors.append("poller.lookback_seconds: must be between 0 and 2592000 (Stripe keeps 30 days)")
         if self.max_events_per_poll < 100:
             errors.append("poller.max_events_per_poll: must be at least 100")
-        if len(self.types) > MAX_TYPES:
-            errors.append(f"poller.types: at most {MAX_TYPES} types (an Events API limit)")
+        seen: set[str] = set()
+        for i, name in enumerate(self.types):
+            if not isinstance(name, str) or not valid_type(name):
+                errors.append(
+                    f"poller.types[{i}]: {name!r} is not an event type or a wildcard (`charge.succeeded`, "
+                    "`charge.*`, `*`: `*` only as the whole last part)"
+                )
+            elif name in seen:
+                errors.append(f"poller.types[{i}]: {name!r} is listed twice")
+            else:
+                seen.add(name)
+        if not errors and len(type_groups(self.types)) > MAX_GROUPS:
+            errors.append(
+                f"poller.types: at most {MAX_GROUPS} list calls per poll ({MAX_TYPES} exact types per call, one "
+                "call per wildcard)"
+            )
         return errors
+
+
+def valid_type(name: str) -> bool:
+    if name == "*":
+        return True
+    if name.endswith(".*"):
+        name = name[:-2]
+    return _TYPE_RE.fullmatch(name) is not None
+
+
+def type_groups(types: list[str]) -> list[dict[str, Any]]:
+    """The Events API filters covering `types`: exact names 20 per `types` call, each wildcard its own `type`."""
+    if not types or "*" in types:
+        return [{}]  # everything: no filter
+    wildcards = [t for t in types if t.endswith(".*")]
+    exact = [t for t in types if not t.endswith(".*") and not any(t.startswith(w[:-1]) for w in wildcards)]
+    groups: list[dict[str, Any]] = [{"type": w} for w in wildcards]
+    for i in range(0, len(exact), MAX_TYPES):
+        chunk = exact[i : i + MAX_TYPES]
+        groups.append({"type": chunk[0]} if len(chunk) == 1 else {"types": chunk})
+    return groups
+
+
+def _group_key(group: dict[str, Any]) -> str:
+    return group.get("type") or ",".join(group.get("types") or ()) or "*"
 
 
 class MissedDeliveryPoller:
@@ -107,47 +159,99 @@ class MissedDeliveryPoller:
 
     # -- one poll ---------------------------------------------------------------------------------------------
 
-    def _list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """Blocking SDK call (run in a thread): up to max_events_per_poll events, newest first."""
-        out = []
-        for event in self.client.v1.events.list(params=params).auto_paging_iter():  # type: ignore[arg-type]
-            out.append(event.to_dict())
-            if len(out) >= self.config.max_events_per_poll:
-                break
-        return out
+    def _list(self, params: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Blocking SDK call (run in a thread): up to `limit` events, newest first, paging with starting_after;
+        and whether the list was read to its end."""
+        out: list[dict[str, Any]] = []
+        params = {**params, "limit": min(100, max(1, limit))}
+        while True:
+            page = self.client.v1.events.list(params=params)  # type: ignore[arg-type]
+            data = [event.to_dict() for event in page.data]
+            out.extend(data)
+            if not page.has_more or not data:
+                return out, True
+            if len(out) >= limit:
+                return out, False
+            params = {**params, "starting_after": data[-1]["id"], "limit": min(100, limit - len(out))}
 
-    def _types_filter(self) -> dict[str, Any]:
-        types = self.config.types
-        if len(types) == 1:
-            return {"type": types[0]}
-        return {"types": list(types)} if types else {}
+    async def _list_group(self, params: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]], bool]:
+        import stripe
+
+        try:
+            return await asyncio.to_thread(self._list, params, limit)
+        except stripe.InvalidRequestError:
+            if "starting_after" not in params:
+                raise
+            # The event we stopped at is gone (older than Stripe's 30 days): read the window again from its end;
+            # dedupe makes re-reading exact, it only costs calls.
+            params = {k: v for k, v in params.items() if k != "starting_after"}
+            return await asyncio.to_thread(self._list, params, limit)
 
     async def poll_once(self) -> None:
         now = self.clock()
         cfg = self.config
-        undelivered = await asyncio.to_thread(
-            self._list,
-            {"limit": 100, "delivery_success": False, "created": {"gte": int(now - RETRY_WINDOW_SECONDS)},
-             **self._types_filter()},
-        )  # fmt: skip
+        groups = type_groups(cfg.types)
+        undelivered: dict[str, None] = {}
+        for group in groups:
+            found, _ = await asyncio.to_thread(
+                self._list,
+                {"delivery_success": False, "created": {"gte": int(now - RETRY_WINDOW_SECONDS)}, **group},
+                cfg.max_events_per_poll,
+            )
+            undelivered.update((e.get("id"), None) for e in found)
         self.undelivered.set(len(undelivered))
         cursor = self.state.get(STATE_NS, "cursor")
         if not isinstance(cursor, int | float):
             cursor = now - cfg.lookback_seconds
         since = int(cursor - cfg.settle_seconds)
-        recent = await asyncio.to_thread(self._list, {"limit": 100, "created": {"gte": since}, **self._types_filter()})
-        settled_before = now - cfg.settle_seconds
+        # A window still being read (an earlier poll found more than max_events_per_poll) keeps its end.
+        backlog = self.state.get(STATE_NS, "backlog")
+        if not isinstance(backlog, dict) or not isinstance(backlog.get("until"), int):
+            backlog = {"until": int(now - cfg.settle_seconds), "after": {}}
+        until: int = backlog["until"]
+        after: dict[str, Any] = backlog.get("after") if isinstance(backlog.get("after"), dict) else {}
+        budget = cfg.max_events_per_poll
+        recent: dict[str, dict[str, Any]] = {}
+        complete = True
+        for group in groups:
+            key = _group_key(group)
+            if after.get(key) is True:
+                continue  # this group's part of the window is read; others still are not
+            params: dict[str, Any] = {"created": {"gte": since, "lte": until}, **group}
+            if isinstance(after.get(key), str):
+                params["starting_after"] = after[key]
+            found, done = await self._list_group(params, budget) if budget > 0 else ([], False)
+            budget -= len(found)
+            for event in found:
+                if isinstance(event.get("id"), str):
+                    recent[event["id"]] = event
+            if done:
+                after[key] = True
+            else:
+                complete = False
+                if found:
+                    after[key] = found[-1]["id"]  # the oldest read: the next poll continues below it
         missed = 0
         # Oldest first, as Stripe would have delivered them.
-        for event in sorted(recent, key=lambda e: e.get("created") or 0):
+        for event in sorted(recent.values(), key=lambda e: e.get("created") or 0):
             created = event.get("created")
-            if not isinstance(created, int | float) or created > settled_before:
+            if not isinstance(created, int | float) or created > until:
                 continue  # Stripe may still be delivering it
             if not self._missed(event):
                 continue
             missed += 1
             self.fetched.inc()
-        self.state.put(STATE_NS, "cursor", int(settled_before))
+        if complete:
+            self.state.put(STATE_NS, "cursor", until)
+            self.state.delete(STATE_NS, "backlog")
+        else:
+            self.state.put(STATE_NS, "backlog", {"until": until, "after": after})
+            logs.event(
+                logging.WARNING,
+                "more events than poller.max_events_per_poll: the rest is read by the next polls",
+                read=len(recent),
+                max_events_per_poll=cfg.max_events_per_poll,
+            )
         self.polls.labels("ok").inc()
         self.last_success.set(now)
         if missed or undelivered:

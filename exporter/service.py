@@ -64,7 +64,12 @@ class Service:
     async def start(self) -> None:
         cfg = self.config
         public = webhook_app(
-            self.ingestor, self.verifier, max_body_bytes=cfg.server.max_body_bytes, clock=self.clock
+            self.ingestor,
+            self.verifier,
+            max_body_bytes=cfg.server.max_body_bytes,
+            clock=self.clock,
+            # Thin events are fetched with the poller's client (STRIPE_API_KEY), when there is one.
+            stripe_client=self.poller.client if self.poller is not None else None,
         )
         board = self.detector_set.board
         routes = [*self.detector_set.routes, *runbook.routes()]

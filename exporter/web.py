@@ -16,6 +16,7 @@ from exporter import logs
 from exporter.ingest import Ingestor, event_shape_error
 from exporter.landing import LandingPage, iso
 from exporter.metrics import Metrics
+from exporter.thin_events import ThinEvents, is_thin
 
 SIGNATURE_HEADER = "Stripe-Signature"
 WEBHOOK_PATH = "/webhooks/stripe"
@@ -71,8 +72,10 @@ def webhook_app(
     *,
     max_body_bytes: int,
     clock: Callable[[], float] = time.time,
+    stripe_client: Any | None = None,
 ) -> web.Application:
     metrics: Metrics = ingestor.metrics
+    thin = ThinEvents(ingestor, stripe_client, clock=clock)
     counts = {
         o: metrics.webhook_requests.labels(o) for o in ("invalid_signature", "invalid_payload", "too_large")
     }
@@ -104,6 +107,9 @@ def webhook_app(
             event = orjson.loads(body)
         except orjson.JSONDecodeError:
             return reject("invalid_payload", 400, "body is not JSON")
+        if is_thin(event):
+            outcome, status = await thin.receive(event, clock())
+            return _json({"received": status == 200, "outcome": outcome}, status=status)
         problem = event_shape_error(event)
         if problem is not None:
             return reject("invalid_payload", 400, f"not a Stripe event: {problem}")

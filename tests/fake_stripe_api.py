@@ -3,7 +3,9 @@
 It implements what BillingWatch uses, as Stripe documents it: newest first; `limit` (1..100, default 10);
 `starting_after` / `ending_before` cursors; `created[gt|gte|lt|lte]` (or a plain `created`); `type` with a `*`
 wildcard; `types[]` (up to 20); `delivery_success=false` (events not yet delivered to every endpoint, here those
-marked undelivered). Requests need `Authorization: Bearer <key>`; a wrong key gets Stripe's 401 error body.
+marked undelivered); `GET /v1/events/<id>`; and `GET` of any object a test put in `objects` (by path, e.g.
+`/v1/subscriptions/sub_x`), as thin events need. Requests need `Authorization: Bearer <key>`; a wrong key gets
+Stripe's 401 error body.
 Tests can make a request fail (`fail_next`) and read back what was requested (`requests`).
 """
 
@@ -25,6 +27,7 @@ class FakeStripeAPI:
         self.events: list[dict[str, Any]] = []
         self.undelivered: set[str] = set()
         self.requests: list[dict[str, Any]] = []
+        self.objects: dict[str, dict[str, Any]] = {}  # path -> object, for retrieve calls
         # For the next requests, in order: None (answer normally) or (HTTP status, Stripe error type) to fail with.
         self.fail_next: list[tuple[int, str] | None] = []
         self._lock = threading.Lock()
@@ -95,7 +98,13 @@ class FakeStripeAPI:
         if failure is not None:
             return self._error(req, failure[0], failure[1], "injected failure")
         if parts.path != "/v1/events":
-            return self._error(req, 404, "invalid_request_error", f"Unrecognized request URL (GET: {parts.path})")
+            with self._lock:
+                found = self.objects.get(parts.path)
+                if found is None and parts.path.startswith("/v1/events/"):
+                    found = next((e for e in self.events if e["id"] == parts.path[len("/v1/events/") :]), None)
+            if found is not None:
+                return self._send(req, 200, found)
+            return self._error(req, 404, "invalid_request_error", f"No such object: {parts.path}")
         try:
             body = self._list(params)
         except ValueError as exc:

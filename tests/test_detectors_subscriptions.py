@@ -57,12 +57,12 @@ def invoice(
     )
 
 
-def mrr(h, currency):
-    return h.value("stripe_mrr", {"currency": currency})
+def mrr(h, currency, livemode="false"):
+    return h.value("stripe_mrr", {"currency": currency, "livemode": livemode})
 
 
-def subs(h, status):
-    return h.value("stripe_subscriptions", {"status": status})
+def subs(h, status, livemode="false"):
+    return h.value("stripe_subscriptions", {"status": status, "livemode": livemode})
 
 
 # -- ledger and gauges -------------------------------------------------------------------------------------------
@@ -144,10 +144,10 @@ def _new_subscription_paid_then_renewed(h, *, basil=True, renewal_paid=False):
 def test_no_payment_after_renewal_plus_grace_is_a_silent_lapse(h, basil):
     renewal = _new_subscription_paid_then_renewed(h, basil=basil)
     h.tick(renewal + GRACE - 60)
-    assert h.total("silent_lapse") == 0 and h.value("stripe_subscriptions_lapsed") == 0
+    assert h.total("silent_lapse") == 0 and h.value("stripe_subscriptions_lapsed", {"livemode": "false"}) == 0
     h.tick(renewal + GRACE + 60)
     assert h.total("silent_lapse") == 1
-    assert h.value("stripe_subscriptions_lapsed") == 1
+    assert h.value("stripe_subscriptions_lapsed", {"livemode": "false"}) == 1
     labels = anomaly_labels(
         "silent_lapse", "warning", "no_payment", customer=CUSTOMER, subscription="sub_1QaLp9Qa2Xv1", currency="usd"
     )
@@ -159,7 +159,7 @@ def test_no_payment_after_renewal_plus_grace_is_a_silent_lapse(h, basil):
     # The payment arrives late: no longer lapsed.
     h.send("invoice.paid", invoice(created=renewal + GRACE + 700, basil=basil), received=renewal + GRACE + 700)
     h.tick(renewal + GRACE + 800)
-    assert h.value("stripe_subscriptions_lapsed") == 0
+    assert h.value("stripe_subscriptions_lapsed", {"livemode": "false"}) == 0
 
 
 def test_renewal_paid_in_time_is_not_a_lapse(h):
@@ -187,11 +187,11 @@ def test_unpaid_renewal_invoice_past_grace_is_a_silent_lapse(h):
     paid = {**copy.deepcopy(open_inv), "status": "paid"}
     h.send("invoice.paid", paid, created=renewal + GRACE + 3 * 3600, received=renewal + GRACE + 3 * 3600)
     h.tick(renewal + GRACE + 4 * 3600)
-    assert h.value("stripe_subscriptions_lapsed") == 0
+    assert h.value("stripe_subscriptions_lapsed", {"livemode": "false"}) == 0
     # A late copy of the open invoice does not reopen it.
     h.send("invoice.finalized", copy.deepcopy(open_inv), received=renewal + GRACE + 5 * 3600)
     h.tick(renewal + GRACE + 6 * 3600)
-    assert h.value("stripe_subscriptions_lapsed") == 0
+    assert h.value("stripe_subscriptions_lapsed", {"livemode": "false"}) == 0
 
 
 def test_subscription_from_before_we_started_is_judged_at_its_next_renewal(h):
@@ -246,7 +246,7 @@ def test_no_false_positive(h, overrides):
     h.tick(T0 + 10 * DAY + GRACE + 60)
     h.tick(T0 + 45 * DAY)
     assert h.total("silent_lapse") == 0
-    assert h.value("stripe_subscriptions_lapsed") == 0
+    assert h.value("stripe_subscriptions_lapsed", {"livemode": "false"}) == 0
 
 
 def test_trial_ending_into_a_paid_period_is_judged_from_the_trial_end(h):
@@ -323,10 +323,10 @@ def test_ledger_and_lapse_survive_a_restart(h):
     h2 = h.restart()
     assert mrr(h2, "usd") == 20.0 and mrr(h2, "eur") == 15.0
     assert (subs(h2, "active"), subs(h2, "past_due")) == (1, 1)
-    assert h2.value("stripe_subscriptions_lapsed") == 1
+    assert h2.value("stripe_subscriptions_lapsed", {"livemode": "false"}) == 1
     h2.tick(renewal + GRACE + 200)
     assert h2.total("silent_lapse") == 0  # not reported again after the restart
-    assert h2.value("stripe_subscriptions_lapsed") == 1
+    assert h2.value("stripe_subscriptions_lapsed", {"livemode": "false"}) == 1
 
 
 def test_ended_subscriptions_are_forgotten_after_retention(h):
@@ -357,8 +357,8 @@ def test_sweep_is_spread_over_ticks_without_missing_anyone(tmp_path):
         )
     start = renewal + GRACE + 60
     h.tick(start)
-    assert 0 < h.value("stripe_subscriptions_lapsed") < 1200  # one slice, not the whole ledger
+    assert 0 < h.value("stripe_subscriptions_lapsed", {"livemode": "false"}) < 1200  # one slice, not the whole ledger
     for second in range(1, 4):
         h.tick(start + second)
-    assert h.value("stripe_subscriptions_lapsed") == 1200
+    assert h.value("stripe_subscriptions_lapsed", {"livemode": "false"}) == 1200
     assert h.total("silent_lapse") == 1200

@@ -127,6 +127,109 @@ def test_poller_config_is_validated() -> None:
     from exporter.config import ConfigError, build_config
 
     with pytest.raises(ConfigError) as exc:
-        build_config({"poller": {"interval_seconds": 1, "types": [f"t{i}" for i in range(21)]}})
+        build_config({"poller": {"interval_seconds": 1, "types": ["charge*"]}})
     assert any(e.startswith("poller.interval_seconds") for e in exc.value.errors)
     assert any(e.startswith("poller.types") for e in exc.value.errors)
+
+
+# -- more than one poll's worth, more than 20 types, wildcards ---------------------------------------------------
+
+
+async def _poll(exp: Exporter) -> None:
+    assert exp.service.poller is not None
+    await exp.service.poller.poll_once()
+    exp.service.ingestor.drain()
+
+
+async def test_a_window_larger_than_one_poll_is_read_over_several_polls_without_loss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = int(time.time())
+    api = FakeStripeAPI()
+    # 250 missed charges, two a second, the oldest 1,000 s ago; max_events_per_poll is 100.
+    for n in range(250):
+        api.add(_charge_event(100 + n, now - 1000 + n // 2), delivered=False)
+    monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+    with api:
+        async with running_exporter(_config(tmp_path, api, max_events_per_poll=100)) as exp:
+            await _wait_for_poll(exp)
+            exp.service.ingestor.drain()
+            assert exp.value("billingwatch_events_fetched_total") == 100  # the newest 100; the rest is kept for later
+            await _poll(exp)
+            assert exp.value("billingwatch_events_fetched_total") == 200
+            await _poll(exp)
+            assert exp.value("billingwatch_events_fetched_total") == 250
+            assert exp.value("stripe_charges_total", {"currency": "usd"}) == 250
+            # The window is read: the cursor moved past it, and a further poll finds nothing new.
+            assert exp.service.state.get("poller", "backlog") is None
+            await _poll(exp)
+            assert exp.value("billingwatch_events_fetched_total") == 250
+    # Pages continue below the oldest event read, with Stripe's starting_after cursor.
+    afters = [v for r in api.requests for k, v in r["params"] if k == "starting_after"]
+    assert afters and all(a.startswith("evt_poll_") for a in afters)
+
+
+async def test_more_than_20_types_are_polled_in_several_calls(
+    world: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api, _, now = world
+    refund = samples.event("refund.created", {"id": "re_poll_1", "object": "refund", "amount": 500,
+                                              "currency": "usd", "charge": "ch_poll_1", "status": "succeeded"},
+                           created=now - 450, event_id="evt_poll_refund")  # fmt: skip
+    api.add(refund, delivered=False)
+    updated = samples.event("invoice.updated", {"id": "in_poll_1", "object": "invoice", "total": 100,
+                                                "currency": "usd", "status": "open"},
+                            created=now - 440, event_id="evt_poll_invoice_updated")  # fmt: skip
+    api.add(updated, delivered=False)
+    monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+    async with running_exporter(_config(tmp_path, api)) as exp:
+        assert len(exp.service.config.poller.types) > 20
+        await _wait_for_poll(exp)
+        exp.service.ingestor.drain()
+        assert exp.value("stripe_events_total", {"type": "refund.created"}) == 1
+        assert exp.value("stripe_events_total", {"type": "invoice.updated"}) == 1
+    calls = [[v for k, v in r["params"] if k.startswith("types")] for r in api.requests]
+    assert all(len(types) <= 20 for types in calls)
+    polled = {t for types in calls for t in types}
+    for needed in (
+        "refund.created",
+        "invoice.updated",
+        "invoice_payment.paid",
+        "charge.dispute.closed",
+        "charge.dispute.funds_withdrawn",
+        "charge.dispute.funds_reinstated",
+        "refund.failed",
+    ):
+        assert needed in polled
+
+
+async def test_wildcards_are_polled_with_type(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, world: Any) -> None:
+    api, _, _ = world
+    monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+    async with running_exporter(_config(tmp_path, api, types=["charge.*", "invoice.paid", "refund.created"])) as exp:
+        await _wait_for_poll(exp)
+        exp.service.ingestor.drain()
+        # Nothing reached this state file by webhook: "delivered" and "missed" (charge.succeeded) through charge.*;
+        # customer.updated is not polled.
+        assert exp.value("billingwatch_events_fetched_total") == 2
+        assert exp.value("stripe_events_total", {"type": "customer.updated"}) is None
+    single = [dict(r["params"]).get("type") for r in api.requests]
+    assert "charge.*" in single
+    listed = [[v for k, v in r["params"] if k.startswith("types")] for r in api.requests]
+    assert ["invoice.paid", "refund.created"] in listed
+
+
+@pytest.mark.parametrize("entry", ["charge*", "*.succeeded", "charge.*.created", "Charge.Succeeded", "", "charge..x"])
+def test_check_config_refuses_malformed_types_and_wildcards(entry: str) -> None:
+    from exporter.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError) as exc:
+        build_config({"poller": {"types": ["invoice.paid", entry]}})
+    assert any(e.startswith("poller.types[1]") for e in exc.value.errors)
+
+
+@pytest.mark.parametrize("types", [["*"], ["charge.*", "invoice.paid"], [f"type_{i}.created" for i in range(45)]])
+def test_check_config_accepts_wildcards_and_many_types(types: list[str]) -> None:
+    from exporter.config import build_config
+
+    assert build_config({"poller": {"types": types}}).poller.types == types

@@ -91,6 +91,7 @@ class AnomalyBoard:
         amount: float | None = None,
         summary: str = "",
         details: dict[str, Any] | None = None,
+        livemode: bool | None = None,
     ) -> dict[str, Any]:
         """Report one anomaly found at time `at` (the event's reception time or the tick's `now`).
 

@@ -51,6 +51,7 @@ class SubscriptionsConfig:
     sweep_interval_seconds: float
     mrr_statuses: list[str]
     ended_retention_seconds: int
+    max_subscriptions: int
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ class DetectorsConfig:
             errors.append("detectors.subscriptions.sweep_interval_seconds: must be above 0")
         if sc.ended_retention_seconds < 0:
             errors.append("detectors.subscriptions.ended_retention_seconds: must not be negative")
+        if sc.max_subscriptions < 1000:
+            errors.append("detectors.subscriptions.max_subscriptions: must be at least 1000")
         for i, status in enumerate(sc.mrr_statuses):
             if status not in SUBSCRIPTION_STATUSES:
                 errors.append(

@@ -8,6 +8,7 @@ halves a record's memory. Times are unix seconds (exact in a double); money is i
 from __future__ import annotations
 
 import base64
+import struct
 import sys
 from array import array
 from typing import Any
@@ -33,19 +34,31 @@ _LAYOUT = {
     "send_invoice_days": (12, "i"),
     "cancel_at_period_end": (13, "b"),
     "paused": (14, "b"),
+    # 15..17: the settled-invoice marks (below). Added later, so older stored records (18 doubles) load with the
+    # defaults for these:
+    "list_monthly": (18, "f"),  # monthly value before discounts
+    "invoices_per_month": (19, "f"),  # billing periods per month (amount-off coupons apply once per invoice)
+    "discount_end": (20, "t"),  # when the discounts applied to `monthly` stop (None: never, or none applied)
+    "livemode": (21, "i"),  # 1 live, 0 test, -1 unknown
+    "snap_kind": (22, "i"),  # event type of the applied snapshot: 0 created, 1 updated (and others), 2 deleted
 }
 _MONTHLY, _INTERVAL = _LAYOUT["monthly"][0], _LAYOUT["interval_s"][0]
 _PERIOD_START, _PERIOD_END = _LAYOUT["period_start"][0], _LAYOUT["period_end"][0]
 _TRIAL_END, _CANCEL_AT = _LAYOUT["trial_end"][0], _LAYOUT["cancel_at"][0]
 _CANCEL_AT_PERIOD_END, _PAUSED = _LAYOUT["cancel_at_period_end"][0], _LAYOUT["paused"][0]
 _SEND_INVOICE_DAYS = _LAYOUT["send_invoice_days"][0]
+_LIST_MONTHLY, _PER_MONTH = _LAYOUT["list_monthly"][0], _LAYOUT["invoices_per_month"][0]
+_DISCOUNT_END, _SNAP_CREATED = _LAYOUT["discount_end"][0], _LAYOUT["snap_created"][0]
 _SETTLED = 15  # three slots: crc32 of the last invoices settled (0 = empty)
 KEEP_SETTLED = 3
-_SIZE = _SETTLED + KEEP_SETTLED
+_OLD_SIZE = _SETTLED + KEEP_SETTLED  # records stored before the discount, livemode and tie-break fields
+_SIZE = _OLD_SIZE + 5
 _DEFAULTS = array(
     "d",
-    [NEVER_SEEN, NEG_INF, NEG_INF, NEG_INF, _NONE, _NONE, _NONE, _NONE, 0, 0, 0, 0, -1, 0, 0, *[0] * KEEP_SETTLED],
+    [NEVER_SEEN, NEG_INF, NEG_INF, NEG_INF, _NONE, _NONE, _NONE, _NONE, 0, 0, 0, 0, -1, 0, 0, *[0] * KEEP_SETTLED,
+     0, 0, _NONE, -1, 1],
 )
+_CODES = ("livemode", "snap_kind")  # small codes where 0 is a value, not "never"
 STRING_FIELDS = ("customer", "status", "currency", "open_invoice", "alerted", "lapsed")
 
 
@@ -105,6 +118,11 @@ class Sub:
     send_invoice_days: int  # -1 for charge_automatically
     cancel_at_period_end: bool
     paused: bool
+    list_monthly: float
+    invoices_per_month: float
+    discount_end: int | None
+    livemode: int
+    snap_kind: int
 
     def __init__(self) -> None:
         self.n = array("d", _DEFAULTS)
@@ -118,7 +136,9 @@ class Sub:
     def apply_snapshot(self, view: Any) -> None:
         """The subscription's own fields from a SubscriptionView (one call instead of ten property writes)."""
         n = self.n
-        n[_MONTHLY] = view.monthly_minor
+        n[_MONTHLY] = n[_LIST_MONTHLY] = view.list_monthly_minor  # the ledger then applies the discounts
+        n[_PER_MONTH] = view.invoices_per_month
+        n[_DISCOUNT_END] = _NONE
         if view.interval_seconds:
             n[_INTERVAL] = view.interval_seconds
         n[_PERIOD_START] = _NONE if view.period_start is None else view.period_start
@@ -133,7 +153,7 @@ class Sub:
     def settled(self) -> list[int]:
         """crc32 of the last few invoices paid, voided or marked uncollectible: a late "open" copy of one of them
         must not reopen it."""
-        return [int(v) for v in self.n[_SETTLED:] if v]
+        return [int(v) for v in self.n[_SETTLED : _SETTLED + KEEP_SETTLED] if v]
 
     def settle(self, mark: int) -> None:
         n = self.n
@@ -178,6 +198,11 @@ class Sub:
     def packed_status(packed: tuple[Any, ...]) -> str | None:
         return packed[1]
 
+    @staticmethod
+    def packed_snap_created(packed: tuple[Any, ...]) -> float:
+        """The applied snapshot's event time, read without unpacking (the ledger's eviction scans every record)."""
+        return struct.unpack_from("d", packed[6], _SNAP_CREATED * 8)[0]
+
     def dump(self) -> tuple[Any, ...]:
         return Sub.dump_packed(self.pack())
 
@@ -199,10 +224,14 @@ class Sub:
             raw = base64.b64decode(values[-1], validate=True)
         except (ValueError, TypeError):
             return None
-        if len(raw) != _SIZE * 8:
+        if len(raw) not in (_SIZE * 8, _OLD_SIZE * 8):
             return None
         sub.n = array("d")
         sub.n.frombytes(raw)
+        if len(sub.n) == _OLD_SIZE:
+            # A record from before the newer fields: their defaults, with the list value equal to the stored one.
+            sub.n.extend(_DEFAULTS[_OLD_SIZE:])
+            sub.n[_LIST_MONTHLY] = sub.n[_MONTHLY]
         return sub
 
     def view(self, sub_id: str) -> dict[str, Any]:
@@ -211,7 +240,7 @@ class Sub:
             out[name] = getattr(self, name)
         for name in _LAYOUT:
             value = getattr(self, name)
-            out[name] = None if value in (NEG_INF, NEVER_SEEN) else value
+            out[name] = None if value in (NEG_INF, NEVER_SEEN) and name not in _CODES else value
         return out
 
 

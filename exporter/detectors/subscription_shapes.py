@@ -1,14 +1,21 @@
 """What the ledger reads from a Subscription object, in every API shape.
 
-Basil (2025-03-31+) moved `current_period_start/end` from the Subscription onto each item; older shapes also
-carry a legacy `plan` on each item. Prices without a fixed unit amount (metered or tiered) add nothing to the
-monthly value, which is therefore a list-price MRR: discounts and taxes are not applied.
+Basil (2025-03-31+) moved `current_period_start/end` from the Subscription onto each item, and replaced the
+singular `discount` by a `discounts` list; clover (2025-09-30+) moved a Discount's `coupon` under
+`source.coupon`. Older shapes also carry a legacy `plan` on each item.
+
+Monthly value: each licensed item's price for its quantity (per unit, or by its tiers: volume or graduated),
+normalised to a month; the ledger then applies the discounts (exporter/detectors/discounts.py).
+Metered prices add nothing (their amount is only known from usage), nor tiered prices whose `tiers` the payload
+omits (Stripe includes them only when expanded). Taxes are not included.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
+from exporter.detectors.discounts import DiscountRef, subscription_discounts
 from exporter.money import normalize_currency
 from exporter.stripe_shapes import get_dict, get_int
 
@@ -23,7 +30,9 @@ class SubscriptionView(NamedTuple):
     status: str | None
     customer: str | None
     currency: str | None
-    monthly_minor: float
+    list_monthly_minor: float  # before discounts (the ledger applies them: exporter/detectors/discounts.py)
+    invoices_per_month: float
+    discounts: list[DiscountRef] | None  # None: the payload does not say
     interval_seconds: int
     period_start: int | None
     period_end: int | None
@@ -44,11 +53,77 @@ def _str(value: Any) -> str | None:
     return value if type(value) is str and value else None
 
 
+def _number(value: Any) -> float | None:
+    """An integer amount, or Stripe's `*_decimal` string form (fractions of a minor unit)."""
+    if type(value) is int:
+        return float(value)
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if type(value) is str:
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _field(obj: dict[str, Any], name: str) -> float | None:
+    found = _number(obj.get(name))
+    return found if found is not None else _number(obj.get(f"{name}_decimal"))
+
+
+def price_amount(price: dict[str, Any], quantity: int) -> float | None:
+    """What one billing period of `quantity` units of `price` costs (minor units), or None when unknown."""
+    if price.get("billing_scheme") == "tiered":
+        tiers = price.get("tiers")
+        if type(tiers) is not list or not tiers:
+            return None  # not expanded in the payload
+        return _tiered(tiers, quantity, price.get("tiers_mode"))
+    amount = _field(price, "unit_amount")
+    if amount is None:
+        amount = _field(price, "amount")  # legacy Plan
+    if amount is None:
+        return None
+    units: float = quantity
+    transform = price.get("transform_quantity") or price.get("transform_usage")
+    if type(transform) is dict and type(transform.get("divide_by")) is int and transform["divide_by"] > 0:
+        units = quantity / transform["divide_by"]
+        units = math.floor(units) if transform.get("round") == "down" else math.ceil(units)
+    return amount * units
+
+
+def _tiered(tiers: list[Any], quantity: int, mode: Any) -> float | None:
+    total = 0.0
+    lower = 0  # units covered by the tiers before this one
+    for tier in tiers:
+        if type(tier) is not dict:
+            return None
+        up_to = tier.get("up_to")
+        top = up_to if type(up_to) is int else None  # None: "inf", the last tier
+        unit = _field(tier, "unit_amount") or 0.0
+        flat = _field(tier, "flat_amount") or 0.0
+        if mode == "volume":
+            if top is None or quantity <= top:
+                return unit * quantity + flat  # every unit at the price of the tier the quantity falls in
+            continue
+        # graduated: each tier prices the units that fall in it
+        if quantity <= lower:
+            break
+        in_tier = quantity - lower if top is None else min(quantity, top) - lower
+        total += unit * in_tier + flat
+        if top is None:
+            break
+        lower = top
+    return total if mode != "volume" else None
+
+
 def read_subscription(sub: dict[str, Any]) -> SubscriptionView:
     """Hot path (every subscription event): plain dict access, every field type-checked."""
     items_list = sub.get("items")
     items = items_list.get("data") if type(items_list) is dict else None
     monthly = 0.0
+    per_month = 0.0
     interval_seconds = 0
     currency = normalize_currency(sub.get("currency"))
     start = end = None
@@ -69,22 +144,19 @@ def read_subscription(sub: dict[str, Any]) -> SubscriptionView:
             currency = normalize_currency(price.get("currency"))
         if interval in INTERVAL_SECONDS and 0 < count <= 1000:
             interval_seconds = max(interval_seconds, INTERVAL_SECONDS[interval] * count)
+            per_month = max(per_month, MONTHS_FACTOR[interval] / count)
             if recurring.get("usage_type") != "metered":
-                amount: float | None = _int(price.get("unit_amount"))
-                if amount is None:
-                    amount = _int(price.get("amount"))  # legacy Plan
-                if amount is None:
-                    raw = price.get("unit_amount_decimal")
-                    if type(raw) is str:
-                        try:
-                            amount = float(raw)
-                        except ValueError:
-                            amount = None
                 quantity = _int(item.get("quantity"))
                 if quantity is None:
                     quantity = _int(sub.get("quantity")) or 1
-                if amount is not None and amount > 0 and quantity > 0:
-                    monthly += amount * quantity * MONTHS_FACTOR[interval] / count
+                unit = price.get("unit_amount")
+                plain = price.get("billing_scheme") != "tiered" and not price.get("transform_quantity")
+                if type(unit) is int and plain:
+                    amount: float | None = float(unit * quantity)  # the common per-unit price, on the hot path
+                else:
+                    amount = price_amount(price, quantity) if quantity > 0 else None
+                if amount is not None and amount > 0:
+                    monthly += amount * MONTHS_FACTOR[interval] / count
         # Basil: the period is on each item (they share it in classic billing; keep the latest).
         item_start, item_end = _int(item.get("current_period_start")), _int(item.get("current_period_end"))
         if item_start is not None and (start is None or item_start > start):
@@ -102,6 +174,8 @@ def read_subscription(sub: dict[str, Any]) -> SubscriptionView:
         _str(sub.get("customer")),
         currency,
         monthly,
+        per_month,
+        subscription_discounts(sub),
         interval_seconds,
         start if period_start is None else period_start,
         end if period_end is None else period_end,

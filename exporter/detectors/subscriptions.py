@@ -1,10 +1,12 @@
 """The subscription ledger and the silent_lapse detector.
 
 The ledger holds one record per subscription, built from `customer.subscription.*` snapshots (status, customer,
-monthly value, period, trial, collection settings) and from invoice and charge events (last successful payment,
-the period paid through, an open renewal invoice). Snapshots only move forward: one whose event `created` is
-older than the record's is ignored (ties: the later-arriving one wins), so out-of-order deliveries never roll
-state back. Payments are merged as maxima, so their order does not matter either.
+monthly value, period, trial, collection settings, mode) and from invoice, invoice payment and charge events (last
+successful payment, the period paid through, an open renewal invoice). Snapshots only move forward: one whose event
+`created` is older than the record's is ignored, so out-of-order deliveries never roll state back. `created` has
+one-second resolution, so at equal `created` the snapshots are ordered by what they mean (`snapshot_follows`).
+Payments are merged as maxima, so their order does not matter either. The ledger is bounded
+(`max_subscriptions`): beyond it, ended subscriptions go first, then those that do not pay (see `_evict`).
 
 silent_lapse (evaluated in tick(), on the exporter's or a backtest's clock) reports an `active` subscription
 - `unpaid_renewal`: whose renewal invoice (billing_reason subscription_cycle, amount due > 0) is still open
@@ -22,16 +24,21 @@ otherwise make every subscription look unpaid).
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import logging
 import math
 import sys
 import zlib
 from collections import OrderedDict
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
+from exporter import logs
 from exporter.detectors.board import AnomalyBoard
 from exporter.detectors.config import SUBSCRIPTION_STATUSES, SubscriptionsConfig
+from exporter.detectors.discounts import DiscountBook, apply_discounts
 from exporter.detectors.journal import Journal
 from exporter.detectors.ledger_record import NEG_INF, Sub
 from exporter.detectors.subscription_shapes import invoice_paid_through, read_subscription
@@ -55,6 +62,49 @@ ENDED_STATUSES = frozenset(("canceled", "incomplete_expired"))
 PAID_TYPES = frozenset(("invoice.paid", "invoice.payment_succeeded"))
 SETTLED_TYPES = frozenset(("invoice.voided", "invoice.marked_uncollectible", "invoice.deleted"))
 RENEWAL_REASONS = frozenset(("subscription_cycle",))
+# Event types of a subscription snapshot, in the order Stripe emits them for one subscription: at equal `created`
+# a later kind follows an earlier one (created < updated, paused, resumed, ... < deleted).
+SNAP_KINDS = {"customer.subscription.created": 0, "customer.subscription.deleted": 2}
+# How far along its life a status is, for ties the event kinds and previous_attributes cannot break. A
+# subscription starts incomplete (or trialing), becomes active, may fall past_due and then unpaid, or pause; ended
+# statuses are last. Going back (past_due -> active after a retry) is told by previous_attributes instead.
+STATUS_PROGRESS = {
+    "incomplete": 0,
+    "trialing": 1,
+    "active": 2,
+    "past_due": 3,
+    "paused": 3,
+    "unpaid": 4,
+    "canceled": 5,
+    "incomplete_expired": 5,
+}
+# Eviction classes (lowest goes first when the ledger is full): what is forgotten costs the least accuracy.
+EVICT_CLASS = {"canceled": 0, "incomplete_expired": 0, "incomplete": 1, "unpaid": 2, "paused": 2}
+EVICT_OTHER = 3  # trialing, active, past_due and unknown statuses
+# An eviction pass frees this fraction of the cap at once, so that the scan it needs runs rarely.
+EVICT_HEADROOM = 0.01
+MODE_LABELS = {1: "true", 0: "false", -1: ""}
+
+
+def _previous_status(event: dict[str, Any]) -> Any:
+    previous = event["data"].get("previous_attributes")
+    return previous.get("status") if isinstance(previous, dict) else None
+
+
+def snapshot_follows(kind: int, status: str | None, previous_status: Any, rec: Sub) -> bool:
+    """At equal event `created`: does the new snapshot come after the one applied to `rec`?"""
+    if kind != rec.snap_kind:
+        return kind > rec.snap_kind
+    if isinstance(previous_status, str):
+        # The new event says which status it moved from: it follows ours if it moved from our status.
+        if previous_status == rec.status:
+            return True
+        if status == rec.status:
+            return True  # the same state twice: harmless either way
+        return STATUS_PROGRESS.get(previous_status, -1) >= STATUS_PROGRESS.get(rec.status or "", -1)
+    if status is None or rec.status is None or status == rec.status:
+        return True  # nothing to order by: the later-arriving one wins
+    return STATUS_PROGRESS.get(status, -1) >= STATUS_PROGRESS.get(rec.status, -1)
 
 
 class SubscriptionLedger:
@@ -76,9 +126,13 @@ class SubscriptionLedger:
         self.sweep_interval = config.sweep_interval_seconds
         self.mrr_statuses = frozenset(config.mrr_statuses)
         self.ended_retention = config.ended_retention_seconds
+        self.max_subscriptions = config.max_subscriptions
         # sub id -> Sub.pack() (see ledger_record: packed records cost the garbage collector nothing)
         self.subs: dict[str, tuple[Any, ...]] = {}
         self._journal = Journal(state, NS)
+        self.discounts = DiscountBook(state)
+        # Ended subscriptions in the order they ended: the first forgotten when the ledger is full.
+        self._ended: dict[str, None] = {}
         # Saving the table for restarts; a backtest (which never restarts) turns it off to save a third of its time.
         self.persist = True
         self._orphans: OrderedDict[str, tuple[Any, ...]] = OrderedDict()  # packed, like self.subs
@@ -91,26 +145,44 @@ class SubscriptionLedger:
         self.lapsed_count = 0
         self._cap_currency = LabelCap(max_label_values)
         self.g_subs = FastGauge(
-            "stripe_subscriptions", "Subscriptions in the ledger, by Stripe status.", ["status"], registry=registry
+            "stripe_subscriptions",
+            "Subscriptions in the ledger, by Stripe status and mode.",
+            ["status", "livemode"],
+            registry=registry,
         )
         self.g_mrr = FastGauge(
             "stripe_mrr",
-            "Monthly recurring revenue (list prices, normalised to a month) of subscriptions whose status is in "
-            "detectors.subscriptions.mrr_statuses, in major units.",
-            ["currency"],
+            "Monthly recurring revenue (prices for their quantities and tiers, minus recurring discounts, normalised "
+            "to a month) of subscriptions whose status is in detectors.subscriptions.mrr_statuses, in major units.",
+            ["currency", "livemode"],
             registry=registry,
         )
         self.g_lapsed = FastGauge(
             "stripe_subscriptions_lapsed",
             "Active subscriptions currently silently lapsed (unpaid renewal or no payment past the grace period).",
+            ["livemode"],
+            registry=registry,
+        )
+        self.evicted = Counter(
+            "billingwatch_subscriptions_evicted",
+            "Subscriptions forgotten because the ledger reached detectors.subscriptions.max_subscriptions, by the "
+            "status they had (ended ones go first).",
+            ["status"],
             registry=registry,
         )
         # Children cached: .labels() costs more than the update itself on the hot path. The gauges are plain cells
         # (exporter/fast_metrics.py): they are set from the event loop's thread only.
-        self._status_child = {status: self.g_subs.labels(status) for status in SUBSCRIPTION_STATUSES}
-        self._mrr_child: dict[str, Any] = {}
-        self._status_counts: dict[str, int] = {}
-        self._mrr_milli: dict[str, int] = {}
+        self._status_child = {
+            (status, mode): self.g_subs.labels(status, mode)
+            for status in SUBSCRIPTION_STATUSES
+            for mode in ("true", "false")
+        }
+        self._mrr_child: dict[tuple[str, str], Any] = {}
+        self._status_counts: dict[tuple[str, str], int] = {}
+        self._mrr_milli: dict[tuple[str, str], int] = {}
+        self._lapsed_counts: dict[str, int] = {}
+        for mode in ("true", "false"):
+            self.g_lapsed.labels(mode)
         board.precreate(self.name)
         self._restore()
 
@@ -134,6 +206,15 @@ class SubscriptionLedger:
             self._subscription(event, event_type)
         elif event_type.startswith("invoice."):
             self._invoice(event, event_type)
+        elif event_type.startswith("customer.discount."):
+            sub_id = self.discounts.on_discount(event_type, event["data"]["object"])
+            if sub_id is not None:
+                self._reprice(sub_id, get_int(event, "created") or received)
+        elif event_type in ("coupon.created", "coupon.updated"):
+            for sub_id in self.discounts.on_coupon(event["data"]["object"]):
+                self._reprice(sub_id, get_int(event, "created") or received)
+        elif event_type == "invoice_payment.paid":
+            self._invoice_payment(event)
         elif event_type == "charge.succeeded" and self._open_invoices:
             # Pre-basil charges name their invoice; basil ones do not (invoice.paid covers them).
             invoice_id = event["data"]["object"].get("invoice")
@@ -154,6 +235,7 @@ class SubscriptionLedger:
         if sub_id is None or created is None:
             return
         rec = self.record(sub_id)
+        new = rec is None
         if rec is None:
             packed = self._orphans.pop(sub_id, None)
             rec = Sub.unpack(packed) if packed is not None else Sub()
@@ -162,13 +244,18 @@ class SubscriptionLedger:
                 self._open_invoices[rec.open_invoice] = sub_id
             counted = None
         else:
-            counted = (rec.status, rec.currency, rec.monthly)
+            counted = (rec.status, rec.currency, rec.monthly, rec.livemode)
         if created < rec.first_seen:
             rec.first_seen = created
-        if created >= rec.snap_created:
-            view = read_subscription(obj)
-            status = view.status or ("canceled" if event_type == "customer.subscription.deleted" else None)
+        kind = SNAP_KINDS.get(event_type, 1)
+        view = read_subscription(obj)
+        status = view.status or ("canceled" if event_type == "customer.subscription.deleted" else None)
+        snap_created = rec.snap_created
+        if created > snap_created or (
+            created == snap_created and snapshot_follows(kind, status, _previous_status(event), rec)
+        ):
             rec.snap_created = created
+            rec.snap_kind = kind
             # Interned: a handful of distinct values shared by every record.
             if status:
                 rec.status = sys.intern(status)
@@ -176,11 +263,64 @@ class SubscriptionLedger:
             if view.currency:
                 rec.currency = sys.intern(view.currency)
             rec.apply_snapshot(view)
+            self.discounts.set_listed(sub_id, view.discounts)
+            self._apply_discounts(sub_id, rec, created)
+        mode = event.get("livemode")
+        if mode is not True and mode is not False:
+            mode = obj.get("livemode")
+        if mode is True or mode is False:
+            rec.livemode = 1 if mode else 0
         # The gauges move only when what they count changed (most updates change neither).
-        if counted != (rec.status, rec.currency, rec.monthly):
+        if counted != (rec.status, rec.currency, rec.monthly, rec.livemode):
             if counted is not None:
                 self._count_values(*counted, sign=-1)
             self._count(rec)
+        self._save(sub_id, rec)
+        self._track_ended(sub_id, rec)
+        if new and len(self.subs) > self.max_subscriptions:
+            self._evict()
+
+    def _apply_discounts(self, sub_id: str, rec: Sub, at: float) -> None:
+        if sub_id not in self.discounts.listed:
+            rec.monthly, rec.discount_end = rec.list_monthly, None  # the common case, on the hot path
+            return
+        rec.monthly, rec.discount_end = apply_discounts(
+            rec.list_monthly, rec.invoices_per_month, rec.currency, self.discounts.resolve(sub_id), at
+        )
+
+    def _reprice(self, sub_id: str, at: float) -> None:
+        """The discounts of a subscription changed (or their terms became known): its monthly value again."""
+        rec = self.record(sub_id)
+        if rec is None:
+            return
+        before = (rec.monthly, rec.discount_end)
+        self._uncount(rec)
+        self._apply_discounts(sub_id, rec, at)
+        self._count(rec)
+        if (rec.monthly, rec.discount_end) != before:
+            self._save(sub_id, rec)
+
+    def _invoice_payment(self, event: dict[str, Any]) -> None:
+        """Basil (2025-03-31+): a payment names its invoice only through an InvoicePayment (charges and payment
+        intents lost their `invoice`). An invoice can be paid in several parts: each reduces the open amount, and
+        the renewal counts as paid once nothing remains."""
+        payment = event["data"]["object"]
+        if not self.payments_seen:
+            self.payments_seen = True
+            self.state.put(META_NS, "payments_seen", True)
+        invoice_id = get_str(payment, "invoice")
+        sub_id = self._open_invoices.get(invoice_id) if invoice_id else None
+        rec = self.record(sub_id) if sub_id else None
+        if rec is None or invoice_id is None or sub_id is None:
+            return  # not an open renewal we watch (its invoice.paid, if any, settles it anyway)
+        paid_at = get_int(payment, "status_transitions", "paid_at") or get_int(event, "created") or 0
+        amount = get_int(payment, "amount_paid")
+        if amount is not None and 0 < amount < rec.open_amount:
+            rec.open_amount -= amount
+            if paid_at > rec.last_payment:
+                rec.last_payment = paid_at
+        else:
+            self._settle(rec, invoice_id, paid_at=paid_at)
         self._save(sub_id, rec)
 
     def _invoice(self, event: dict[str, Any], event_type: str) -> None:
@@ -263,40 +403,44 @@ class SubscriptionLedger:
         return rec.status if rec.status in SUBSCRIPTION_STATUSES else "other"
 
     def _count(self, rec: Sub, sign: int = 1) -> None:
-        self._count_values(rec.status, rec.currency, rec.monthly, sign=sign)
+        self._count_values(rec.status, rec.currency, rec.monthly, rec.livemode, sign=sign)
 
-    def _count_values(self, status: str | None, currency: str | None, monthly: float, *, sign: int = 1) -> None:
+    def _count_values(
+        self, status: str | None, currency: str | None, monthly: float, livemode: int, *, sign: int = 1
+    ) -> None:
         if status is None:
             return
-        label = status if status in SUBSCRIPTION_STATUSES else "other"
-        n = self._status_counts.get(label, 0) + sign
-        self._status_counts[label] = n
-        self._status_gauge(label).set(n)
+        mode = MODE_LABELS.get(livemode, "")
+        key = (status if status in SUBSCRIPTION_STATUSES else "other", mode)
+        n = self._status_counts.get(key, 0) + sign
+        self._status_counts[key] = n
+        self._status_gauge(key).set(n)
         if status in self.mrr_statuses and currency and monthly > 0:
-            child = self._mrr_gauge(currency)
+            child = self._mrr_gauge(currency, mode)
             if child is None:
                 return
             # Integer thousandths of a minor unit: adding and removing a value is exact, so no drift accumulates.
-            value = self._mrr_milli.get(currency, 0) + sign * round(monthly * 1000)
-            self._mrr_milli[currency] = value
+            mkey = (currency, mode)
+            value = self._mrr_milli.get(mkey, 0) + sign * round(monthly * 1000)
+            self._mrr_milli[mkey] = value
             child.set(to_major(round(value / 1000), currency))
 
     def _uncount(self, rec: Sub) -> None:
         self._count(rec, -1)
 
-    def _status_gauge(self, label: str) -> Any:
-        child = self._status_child.get(label)
+    def _status_gauge(self, key: tuple[str, str]) -> Any:
+        child = self._status_child.get(key)
         if child is None:
-            child = self._status_child[label] = self.g_subs.labels(label)
+            child = self._status_child[key] = self.g_subs.labels(*key)
         return child
 
-    def _mrr_gauge(self, currency: str) -> Any:
-        child = self._mrr_child.get(currency)
+    def _mrr_gauge(self, currency: str, mode: str) -> Any:
+        child = self._mrr_child.get((currency, mode))
         if child is None:
             label = self._cap_currency(currency)
             if label == "other":
                 return None  # never add amounts of different currencies
-            child = self._mrr_child[currency] = self.g_mrr.labels(label)
+            child = self._mrr_child[(currency, mode)] = self.g_mrr.labels(label, mode)
         return child
 
     def _recount(self) -> None:
@@ -354,13 +498,12 @@ class SubscriptionLedger:
         if rec is None:
             return
         if rec.status in ENDED_STATUSES and rec.snap_created < now - self.ended_retention:
-            del self.subs[sub_id]
-            if rec.open_invoice:
-                self._open_invoices.pop(rec.open_invoice, None)
-            self._set_lapsed(rec, None)
-            self._uncount(rec)
-            self._journal.deleted(sub_id)
+            self._forget(sub_id, rec)
             return
+        if rec.discount_end is not None and rec.discount_end <= now:
+            # A repeating coupon ran out: the value without it from now on (Stripe's next snapshot confirms it).
+            self._reprice(sub_id, now)
+            rec = self.record(sub_id) or rec
         found = self.lapse_reason(rec, now)
         if (found[0] if found else None) != rec.lapsed:
             self._set_lapsed(rec, found[0] if found else None)
@@ -370,11 +513,67 @@ class SubscriptionLedger:
             self._save(sub_id, rec)
             self._report(sub_id, rec, found[0], now)
 
+    def _forget(self, sub_id: str, rec: Sub) -> None:
+        del self.subs[sub_id]
+        self._ended.pop(sub_id, None)
+        self.discounts.forget(sub_id)
+        if rec.open_invoice:
+            self._open_invoices.pop(rec.open_invoice, None)
+        self._set_lapsed(rec, None)
+        self._uncount(rec)
+        self._journal.deleted(sub_id)
+
+    def _evict(self) -> None:
+        """The ledger is over max_subscriptions: forget records down to 1 % below it. Ended ones first, in the
+        order they ended (`_ended` keeps it, so this costs nothing per record); only if that is not enough, the
+        rest in EVICT_CLASS order (incomplete, then unpaid and paused, then the others), the oldest last snapshot
+        first: that needs one scan of every record (~0.1-0.3 s at 250,000), once per 1 % of the cap in new ones,
+        and only in a ledger full of subscriptions that have not ended (raise the cap then)."""
+        target = int(self.max_subscriptions * (1 - EVICT_HEADROOM))
+        excess = len(self.subs) - target
+        if excess <= 0:
+            return
+        victims = list(itertools.islice(self._ended, excess))
+        if len(victims) < excess:
+
+            def rank(item: tuple[str, tuple[Any, ...]]) -> tuple[int, float]:
+                packed = item[1]
+                return EVICT_CLASS.get(Sub.packed_status(packed) or "", EVICT_OTHER), Sub.packed_snap_created(packed)
+
+            chosen = set(victims)
+            rest = ((k, v) for k, v in self.subs.items() if k not in chosen)
+            victims += [k for k, _ in heapq.nsmallest(excess - len(victims), rest, key=rank)]
+        for sub_id in victims:
+            rec = self.record(sub_id)
+            if rec is None:
+                continue
+            self._forget(sub_id, rec)
+            self.evicted.labels(rec.status if rec.status in SUBSCRIPTION_STATUSES else "other").inc()
+        logs.event(
+            logging.WARNING,
+            "subscription ledger full: forgot the least useful records",
+            forgotten=len(victims),
+            max_subscriptions=self.max_subscriptions,
+        )
+
+    def _track_ended(self, sub_id: str, rec: Sub) -> None:
+        if rec.status in ENDED_STATUSES:
+            if sub_id not in self._ended:
+                self._ended[sub_id] = None
+        else:
+            self._ended.pop(sub_id, None)
+
     def _set_lapsed(self, rec: Sub, reason: str | None) -> None:
         if (rec.lapsed is None) != (reason is None):
-            self.lapsed_count += 1 if reason is not None else -1
-            self.g_lapsed.set(self.lapsed_count)
+            self._add_lapsed(rec, 1 if reason is not None else -1)
         rec.lapsed = reason
+
+    def _add_lapsed(self, rec: Sub, delta: int) -> None:
+        self.lapsed_count += delta
+        mode = MODE_LABELS.get(rec.livemode, "")
+        n = self._lapsed_counts.get(mode, 0) + delta
+        self._lapsed_counts[mode] = n
+        self.g_lapsed.labels(mode).set(n)
 
     def _report(self, sub_id: str, rec: Sub, reason: str, now: float) -> None:
         amount = None
@@ -397,6 +596,7 @@ class SubscriptionLedger:
             invoice=rec.open_invoice if reason == "unpaid_renewal" else None,
             currency=rec.currency,
             amount=amount,
+            livemode=None if rec.livemode < 0 else rec.livemode == 1,
             summary=f"active subscription {sub_id}: {what}",
             details={
                 "subscription": sub_id,
@@ -452,6 +652,11 @@ class SubscriptionLedger:
             if rec.open_invoice:
                 self._open_invoices[rec.open_invoice] = sub_id
             if rec.lapsed:
-                self.lapsed_count += 1
-        self.g_lapsed.set(self.lapsed_count)
+                self._add_lapsed(rec, 1)
         self._recount()
+        ended = sorted(
+            (Sub.packed_snap_created(p), k) for k, p in self.subs.items() if Sub.packed_status(p) in ENDED_STATUSES
+        )
+        self._ended = dict.fromkeys(k for _, k in ended)
+        if len(self.subs) > self.max_subscriptions:
+            self._evict()  # the cap was lowered since the state was written
