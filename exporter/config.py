@@ -39,6 +39,10 @@ class ServerConfig:
     max_body_bytes: int
     recent_events: int
     shutdown_timeout_seconds: float
+    idle_timeout_seconds: float
+    body_timeout_seconds: float
+    max_connections: int
+    web_config_file: str
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "BILLINGWATCH_STATE": ("state", "path"),
     "BILLINGWATCH_LOG_LEVEL": ("log", "level"),
     "BILLINGWATCH_MODE": ("stripe", "mode"),
+    "BILLINGWATCH_WEB_CONFIG_FILE": ("server", "web_config_file"),
     "STRIPE_WEBHOOK_SECRET": ("stripe", "webhook_secrets"),
 }
 
@@ -236,8 +241,14 @@ def _validate(cfg: Config, errors: list[str]) -> None:
         )
     if cfg.state.flush_interval_seconds <= 0 or cfg.state.flush_interval_seconds > 1.0:
         errors.append("state.flush_interval_seconds: must be above 0 and at most 1.0")
-    if cfg.stripe.tolerance_seconds < 0:
-        errors.append("stripe.tolerance_seconds: must not be negative")
+    if cfg.stripe.tolerance_seconds <= 0:
+        # The SDK reads 0 as "no age check at all": a signature from 1970 would verify.
+        errors.append("stripe.tolerance_seconds: must be at least 1 (0 would switch the replay check off)")
+    for key in ("idle_timeout_seconds", "body_timeout_seconds", "shutdown_timeout_seconds"):
+        if getattr(cfg.server, key) <= 0:
+            errors.append(f"server.{key}: must be above 0")
+    if cfg.server.max_connections < 1:
+        errors.append("server.max_connections: must be at least 1")
     if cfg.server.max_body_bytes < 1024:
         errors.append("server.max_body_bytes: must be at least 1024")
     if cfg.metrics.max_label_values < 1:

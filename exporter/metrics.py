@@ -18,7 +18,16 @@ from exporter.labels import LabelCap
 # `*_created` series double the scrape for nothing Prometheus needs (it detects counter resets by itself).
 disable_created_metrics()
 
-OUTCOMES = ("accepted", "duplicate", "ignored", "invalid_signature", "invalid_payload", "too_large")
+OUTCOMES = (
+    "accepted",
+    "duplicate",
+    "ignored",
+    "missing_signature",
+    "stale_signature",
+    "invalid_signature",
+    "invalid_payload",
+    "too_large",
+)
 
 # Delivery delay buckets from 1 s to 6 h: Stripe delivers in seconds when healthy and retries with back-off
 # for up to three days when not; the 10-minute lag threshold sits between two buckets (300 and 600 / 900).
@@ -80,8 +89,9 @@ class Metrics:
 
         self.webhook_requests = FastCounter(
             "billingwatch_webhook_requests",
-            "Webhook requests by outcome (accepted, duplicate, ignored, invalid_signature, invalid_payload, "
-            "too_large).",
+            "Webhook requests by outcome (accepted, duplicate, ignored, missing_signature: no readable "
+            "Stripe-Signature header, stale_signature: matches a secret but older than the tolerance (clock skew "
+            "or replay), invalid_signature: matches no secret, invalid_payload, too_large).",
             ["outcome"],
             registry=r,
         )

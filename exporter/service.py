@@ -9,13 +9,16 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from ssl import SSLContext
 
 from aiohttp import web
 
-from exporter import __version__, logs
+from exporter import __version__, http_logs, logs
 from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
 from exporter.config import Config, parse_hostport
 from exporter.detectors.registry import build_detectors
+from exporter.http_guard import ConnectionGuard, connection_cap, raise_fd_limit
+from exporter.http_metrics import LISTENERS, HttpMetrics
 from exporter.ingest import Ingestor
 from exporter.metrics import CallbackCounter, Metrics
 from exporter.poller import build_poller
@@ -47,14 +50,27 @@ class Service:
             detectors=self.detector_set.detectors,
             recent_size=config.server.recent_events,
         )
-        self.verifier = SignatureVerifier(config.stripe.webhook_secrets, config.stripe.tolerance_seconds)
+        self.verifier = SignatureVerifier(config.stripe.webhook_secrets, config.stripe.tolerance_seconds, clock=clock)
+        self.http_metrics = HttpMetrics(self.metrics.registry)
+        max_connections = connection_cap(config.server.max_connections)
+        self.guards = {
+            listener: ConnectionGuard(
+                max_connections=max_connections,
+                body_timeout=config.server.body_timeout_seconds,
+                on_close=self.http_metrics.closer(listener),
+            )
+            for listener in LISTENERS
+        }
+        for listener, guard in self.guards.items():
+            self.http_metrics.watch_open(listener, lambda g=guard: g.open_connections)
+        self._remove_log_filter: Callable[[], None] | None = None
         # Missed-delivery poller (exporter/poller.py): only when STRIPE_API_KEY is set.
         self.poller = build_poller(
             config, self.metrics.registry, self.state, self.ingestor, env=os.environ, clock=clock
         )
         self._poller_task: asyncio.Task[None] | None = None
         self._runners: list[web.AppRunner] = []
-        self._sites: list[web.TCPSite] = []
+        self._servers: list[asyncio.AbstractServer] = []
         self._ready = False
         self._housekeeping: asyncio.Task[None] | None = None
         self.webhook_port: int | None = None
@@ -62,14 +78,26 @@ class Service:
 
     async def start(self) -> None:
         cfg = self.config
+        malformed = self.http_metrics.malformed.inc
+        self._remove_log_filter = http_logs.install(malformed)
         public = webhook_app(
-            self.ingestor, self.verifier, max_body_bytes=cfg.server.max_body_bytes, clock=self.clock
+            self.ingestor,
+            self.verifier,
+            max_body_bytes=cfg.server.max_body_bytes,
+            guard=self.guards["webhook"],
+            on_malformed=malformed,
+            clock=self.clock,
         )
-        private = private_app(self.ingestor, ready=lambda: self._ready, extra_routes=self.detector_set.routes)
+        private = private_app(
+            self.ingestor,
+            ready=lambda: self._ready,
+            extra_routes=self.detector_set.routes,
+            middlewares=[self.guards["private"].middleware()],
+        )
         # Counters, accounting and detectors run right after each answer, batched per loop iteration (ingest.py).
         self.ingestor.process_later_with(asyncio.get_running_loop().call_soon)
-        self.webhook_port = await self._serve(public, cfg.server.listen)
-        self.metrics_port = await self._serve(private, cfg.server.metrics_listen)
+        self.webhook_port = await self._serve(public, cfg.server.listen, self.guards["webhook"])
+        self.metrics_port = await self._serve(private, cfg.server.metrics_listen, self.guards["private"])
         self._housekeeping = asyncio.create_task(self._housekeep())
         if self.poller is not None:
             self._poller_task = asyncio.create_task(self.poller.run())
@@ -83,24 +111,37 @@ class Service:
             secrets=len(cfg.stripe.webhook_secrets),
             mode=cfg.stripe.mode,
             state=cfg.state.path,
+            max_connections=self.guards["webhook"].max_connections,
             # Read into the dedupe filter at start: about 1.7 s per million ids on a 2-core machine.
             seen_ids_loaded=self.state.loaded_ids,
         )
 
-    async def _serve(self, app: web.Application, hostport: str) -> int:
+    async def _serve(
+        self, app: web.Application, hostport: str, guard: ConnectionGuard, ssl: SSLContext | None = None
+    ) -> int:
         host, port = parse_hostport(hostport)
-        # lingering_time: after refusing an oversized body, aiohttp drains what the client keeps sending for this
-        # long before closing; its 10 s default lets one slow client hold a connection (and shutdown) for 10 s.
+        server_cfg = self.config.server
         runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=self.config.server.shutdown_timeout_seconds, lingering_time=1.0
+            app,
+            access_log=None,
+            shutdown_timeout=server_cfg.shutdown_timeout_seconds,
+            # aiohttp closes a connection that has not sent a complete request head this long after it opened
+            # or after its last answer: slow headers (slowloris) and idle keep-alive alike (its default is an hour).
+            keepalive_timeout=server_cfg.idle_timeout_seconds,
+            # After refusing an oversized body, aiohttp drains what the client keeps sending for this long before
+            # closing; its 10 s default lets one slow client hold a connection (and shutdown) for 10 s.
+            lingering_time=1.0,
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
         self._runners.append(runner)
-        self._sites.append(site)
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
+        assert runner.server is not None
+        # Our own listening socket around aiohttp's protocol factory: the connection cap sees every new
+        # connection (exporter/http_guard.py). aiohttp still tracks and shuts down each connection itself.
+        server = await asyncio.get_running_loop().create_server(
+            guard.factory(runner.server), host, port, reuse_address=True, ssl=ssl
+        )
+        self._servers.append(server)
+        sockets = server.sockets or []
         return sockets[0].getsockname()[1] if sockets else port
 
     async def _housekeep(self) -> None:
@@ -129,10 +170,14 @@ class Service:
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, then flush and close the state."""
         self._ready = False
-        for site in self._sites:
-            await site.stop()
+        for server in self._servers:
+            server.close()
+        for guard in self.guards.values():
+            guard.hurry_bodies()
         for runner in self._runners:
             await runner.cleanup()
+        if self._remove_log_filter is not None:
+            self._remove_log_filter()
         self.ingestor.process_later_with(None)  # processes what is still queued
         if self._poller_task is not None:
             self._poller_task.cancel()
@@ -167,6 +212,7 @@ def tune_gc() -> None:
 
 
 async def serve_forever(config: Config) -> None:
+    raise_fd_limit()
     service = Service(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
