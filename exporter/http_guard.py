@@ -174,9 +174,13 @@ def raise_fd_limit() -> tuple[int, int]:
     return soft, hard
 
 
+def open_files_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def connection_cap(configured: int) -> int:
     """The per-listener cap that fits the current open-files limit (two listeners share it)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft = open_files_limit()
     if soft == resource.RLIM_INFINITY:
         return configured
     return max(1, min(configured, (soft - RESERVED_FDS) // 2))

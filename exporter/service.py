@@ -17,7 +17,7 @@ from exporter import __version__, http_logs, logs
 from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
 from exporter.config import Config, parse_hostport
 from exporter.detectors.registry import build_detectors
-from exporter.http_guard import ConnectionGuard, connection_cap, raise_fd_limit
+from exporter.http_guard import ConnectionGuard, connection_cap, open_files_limit, raise_fd_limit
 from exporter.http_metrics import LISTENERS, HttpMetrics
 from exporter.ingest import Ingestor
 from exporter.metrics import CallbackCounter, Metrics
@@ -112,6 +112,7 @@ class Service:
             mode=cfg.stripe.mode,
             state=cfg.state.path,
             max_connections=self.guards["webhook"].max_connections,
+            open_files_limit=open_files_limit(),
             # Read into the dedupe filter at start: about 1.7 s per million ids on a 2-core machine.
             seen_ids_loaded=self.state.loaded_ids,
         )
