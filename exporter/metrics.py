@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from exporter.bounds import FIELDS as BOUNDED_FIELDS
 from exporter.fast_metrics import FastCounter, FastGauge, FastHistogram
 from exporter.labels import LabelCap
 
@@ -80,6 +81,16 @@ class Metrics:
             "Label values replaced by 'other' because a label reached its distinct-value cap.",
             registry=r,
         )
+        self.values_rejected = Counter(
+            "billingwatch_values_rejected",
+            "Values of validly signed events left out of the metrics because no real Stripe object has them "
+            "(exporter/bounds.py): amount above 99,999,999 minor units, created before 2010 or over a day ahead, "
+            "delivery delay over 31 days. The event itself is still counted.",
+            ["field"],
+            registry=r,
+        )
+        for field in BOUNDED_FIELDS:
+            self.values_rejected.labels(field)
         cap = max_label_values
         self.cap_type = LabelCap(cap, self.label_overflow.inc)
         self.cap_currency = LabelCap(cap, self.label_overflow.inc)
