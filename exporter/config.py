@@ -68,6 +68,7 @@ class LogConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     max_label_values: int
+    max_series_per_metric: int
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,8 @@ def _validate(cfg: Config, errors: list[str]) -> None:
         errors.append("server.max_body_bytes: must be at least 1024")
     if cfg.metrics.max_label_values < 1:
         errors.append("metrics.max_label_values: must be at least 1")
+    if cfg.metrics.max_series_per_metric < 1:
+        errors.append("metrics.max_series_per_metric: must be at least 1")
     for key in ("listen", "metrics_listen"):
         try:
             parse_hostport(getattr(cfg.server, key))

@@ -32,7 +32,10 @@ class Service:
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time):
         self.config = config
         self.clock = clock
-        self.metrics = Metrics(max_label_values=config.metrics.max_label_values)
+        self.metrics = Metrics(
+            max_label_values=config.metrics.max_label_values,
+            max_series_per_metric=config.metrics.max_series_per_metric,
+        )
         self.metrics.build_info.labels(__version__).set(1)
         self.state = StateStore(config.state.path, retention_seconds=config.state.retention_seconds)
         CallbackCounter(

@@ -11,13 +11,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from prometheus_client.aiohttp import make_aiohttp_handler
 from stripe import SignatureVerificationError, WebhookSignature
 
 from exporter import __version__, logs
 from exporter.http_guard import ConnectionGuard
 from exporter.ingest import Ingestor, event_shape_error
 from exporter.metrics import Metrics
+from exporter.scrape import ScrapeHandler
 
 SIGNATURE_HEADER = "Stripe-Signature"
 WEBHOOK_PATH = "/webhooks/stripe"
@@ -274,7 +274,13 @@ def private_app(
 
     app = web.Application(middlewares=middlewares or [])
     app.router.add_get("/", index)
-    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+    scrape = ScrapeHandler(metrics.registry)
+    app.router.add_get("/metrics", scrape.handle)
+
+    async def close_scrape(_: web.Application) -> None:
+        scrape.close()
+
+    app.on_cleanup.append(close_scrape)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/events/recent", recent)
