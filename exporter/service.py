@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable
 from ssl import SSLContext
+from typing import Any
 
 from aiohttp import web
 
@@ -24,6 +26,7 @@ from exporter.metrics import CallbackCounter, Metrics
 from exporter.poller import build_poller
 from exporter.state import StateStore
 from exporter.web import SignatureVerifier, private_app, webhook_app
+from exporter.webconfig import BasicAuth, add_headers, load_web_config
 
 PRUNE_INTERVAL_SECONDS = 3600.0
 
@@ -55,6 +58,8 @@ class Service:
         )
         self.verifier = SignatureVerifier(config.stripe.webhook_secrets, config.stripe.tolerance_seconds, clock=clock)
         self.http_metrics = HttpMetrics(self.metrics.registry)
+        # TLS and basic auth of the private listener (--web.config.file); a bad file stops the start here.
+        self.web_config = load_web_config(config.server.web_config_file)
         max_connections = connection_cap(config.server.max_connections)
         self.guards = {
             listener: ConnectionGuard(
@@ -95,12 +100,24 @@ class Service:
             self.ingestor,
             ready=lambda: self._ready,
             extra_routes=self.detector_set.routes,
-            middlewares=[self.guards["private"].middleware()],
+            middlewares=self._private_middlewares(),
         )
+        if self.web_config.headers:
+            add_headers(private, self.web_config.headers)
         # Counters, accounting and detectors run right after each answer, batched per loop iteration (ingest.py).
         self.ingestor.process_later_with(asyncio.get_running_loop().call_soon)
         self.webhook_port = await self._serve(public, cfg.server.listen, self.guards["webhook"])
-        self.metrics_port = await self._serve(private, cfg.server.metrics_listen, self.guards["private"])
+        self.metrics_port = await self._serve(
+            private, cfg.server.metrics_listen, self.guards["private"], ssl=self.web_config.ssl
+        )
+        host, _ = parse_hostport(cfg.server.metrics_listen)
+        if not self.web_config.protected and not _is_loopback(host):
+            logs.event(
+                logging.WARNING,
+                "the private listener (metrics, anomaly API with customer ids) listens beyond loopback without "
+                "TLS or basic auth: set --web.config.file (docs/running.md) or keep the port unreachable",
+                metrics=cfg.server.metrics_listen,
+            )
         self._housekeeping = asyncio.create_task(self._housekeep())
         if self.poller is not None:
             self._poller_task = asyncio.create_task(self.poller.run())
@@ -111,6 +128,8 @@ class Service:
             version=__version__,
             webhook=f"{cfg.server.listen} POST /webhooks/stripe",
             metrics=cfg.server.metrics_listen,
+            metrics_tls=self.web_config.ssl is not None,
+            metrics_basic_auth=bool(self.web_config.users),
             secrets=len(cfg.stripe.webhook_secrets),
             mode=cfg.stripe.mode,
             state=cfg.state.path,
@@ -119,6 +138,12 @@ class Service:
             # Read into the dedupe filter at start: about 1.7 s per million ids on a 2-core machine.
             seen_ids_loaded=self.state.loaded_ids,
         )
+
+    def _private_middlewares(self) -> list[Any]:
+        out = [self.guards["private"].middleware()]
+        if self.web_config.users:
+            out.append(BasicAuth(self.web_config.users).middleware())
+        return out
 
     async def _serve(
         self, app: web.Application, hostport: str, guard: ConnectionGuard, ssl: SSLContext | None = None
@@ -198,6 +223,13 @@ class Service:
         self.ingestor.tick(self.clock())
         self.state.close()
         logs.event(logging.INFO, "billingwatch stopped")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 # Young collections every 700 net allocations are mostly wasted on webhook traffic: an event's ~100 containers
