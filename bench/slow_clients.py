@@ -5,8 +5,10 @@
 
 Each scenario starts a fresh exporter (the shipped defaults unless flags say otherwise), opens its connections,
 then sends real signed webhooks and times them, then measures how many of the hostile connections the server
-still holds after the idle/body timeout, and the process's open file descriptors. The last scenario sends
-SIGTERM while slow bodies and half-sent heads are still open and times the exit. tests/test_slow_clients.py
+still holds after the idle/body timeout, and the process's open file descriptors. The scrape scenario floods
+signed charge.failed events with new currency x failure code pairs, then leaves 20 `GET /metrics` unread while
+webhooks are timed (with the shipped series budget, then without one). The last scenario sends SIGTERM while slow
+bodies and half-sent heads are still open and times the exit. tests/test_slow_clients.py
 drives the same functions with small numbers and asserts on them.
 """
 
@@ -36,6 +38,7 @@ from exporter import samples
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "whsec_bench_slow_clients_0123456789"
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+ACCEPTED = ("billingwatch_webhook_requests_total", frozenset({("outcome", "accepted")}))
 
 
 def free_port() -> int:
@@ -47,7 +50,14 @@ def free_port() -> int:
 class ExporterProcess:
     """`python -m exporter serve` with a config file of `server` keys, on free loopback ports."""
 
-    def __init__(self, workdir: Path, server: dict[str, Any] | None = None, *, args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        workdir: Path,
+        server: dict[str, Any] | None = None,
+        *,
+        args: tuple[str, ...] = (),
+        sections: dict[str, Any] | None = None,
+    ):
         self.dir = workdir
         self.port = free_port()
         self.metrics_port = free_port()
@@ -60,6 +70,7 @@ class ExporterProcess:
             },
             "stripe": {"webhook_secrets": [SECRET]},
             "state": {"path": str(workdir / "state.sqlite3")},
+            **(sections or {}),
         }
         self.config.write_text(yaml.safe_dump(doc))
         self.args = args
@@ -285,6 +296,8 @@ async def scenario(name: str, workdir: Path, opener: str, count: int, server: di
             "webhook": _fmt_latency(latencies),
             "over_capacity": int(over),
             "body_timeout": int(body),
+            "webhooks_sent": len(latencies),
+            "accepted": int(metrics.get(ACCEPTED, 0.0)),
         }
     finally:
         ex.stop()
@@ -297,11 +310,12 @@ async def junk_scenario(workdir: Path, count: int) -> dict[str, Any]:
         statuses = await send_junk(ex.port, count)
         latencies = await webhook_latencies(ex.webhook_url)
         malformed = ex.value("billingwatch_http_malformed_requests_total")
+        accepted = ex.value("billingwatch_webhook_requests_total", outcome="accepted")
     finally:
         ex.stop()
     lines = [line for line in ex.log_text().splitlines() if "malformed" in line or "Error handling" in line]
     return {"scenario": "junk", "sent": count, "statuses": statuses, "counted": malformed, "log_lines": len(lines),
-            "webhook": _fmt_latency(latencies)}
+            "webhook": _fmt_latency(latencies), "webhooks_sent": len(latencies), "accepted": accepted}
 
 
 async def sigterm_scenario(workdir: Path, count: int) -> dict[str, Any]:
@@ -316,12 +330,79 @@ async def sigterm_scenario(workdir: Path, count: int) -> dict[str, Any]:
             "seconds": round(seconds, 2)}
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def hostile_labels(url: str, count: int) -> None:
+    """`count` signed charge.failed events, each with a new currency x failure code pair (310 x 310 reached
+    90,601 series of one metric before the series budget)."""
+    import itertools
+    import string
+
+    codes = ["".join(p) for p in itertools.product(string.ascii_lowercase, repeat=3)]
+    connector = aiohttp.TCPConnector(limit=8)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def post(i: int) -> None:
+            charge = samples.charge(status="failed", currency=codes[i % 310], failure_code=f"code_{i // 310}")
+            body, headers = signed_request(samples.event("charge.failed", charge))
+            async with session.post(url, data=body, headers=headers) as resp:
+                await resp.read()
+
+        for start in range(0, count, 200):
+            await asyncio.gather(*(post(i) for i in range(start, min(count, start + 200))))
+
+
+async def scrape_scenario(workdir: Path, events: int, slow_readers: int, budget: int | None) -> dict[str, Any]:
+    sections = {"metrics": {"max_series_per_metric": budget}} if budget else None
+    ex = ExporterProcess(workdir, sections=sections)
+    ex.start()
+    try:
+        await hostile_labels(ex.webhook_url, events)
+        await asyncio.sleep(2)  # let the state flush of the flood finish: this measures scrapes, not that
+        quiet = await webhook_latencies(ex.webhook_url, 20)
+        metrics = ex.metrics()
+        failed_series = sum(1 for name, _ in metrics if name == "stripe_charges_failed_total")
+        start = time.monotonic()
+        body = urllib.request.urlopen(f"http://127.0.0.1:{ex.metrics_port}/metrics", timeout=30).read()
+        scrape_seconds = time.monotonic() - start
+        rss_before = rss_mb(ex.proc.pid)  # type: ignore[union-attr]
+        # Readers that ask for /metrics and never read the answer.
+        readers = await _open(ex.metrics_port, slow_readers, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        latencies = await webhook_latencies(ex.webhook_url, 20)
+        rss_during = rss_mb(ex.proc.pid)  # type: ignore[union-attr]
+        close_all(readers)
+        accepted = ex.value("billingwatch_webhook_requests_total", outcome="accepted")
+        return {"scenario": "hostile labels + slow scrapers", "events": events, "series_budget": budget or "default",
+                "charges_failed_series": failed_series, "metrics_bytes": len(body),
+                "scrape_ms": round(scrape_seconds * 1000), "slow_readers": slow_readers,
+                "rss_mb_before": round(rss_before, 1), "rss_mb_with_readers": round(rss_during, 1),
+                "webhook_quiet": _fmt_latency(quiet), "webhook_with_readers": _fmt_latency(latencies),
+                "accepted": accepted, "sent": events + len(quiet) + len(latencies)}
+    finally:
+        ex.stop()
+
+
+async def run_scrapes(root: Path, args: argparse.Namespace) -> None:
+    """With the shipped series budget, then with none (what the render thread and the writer limit do alone)."""
+    for budget in (None, 1_000_000):
+        (root / f"scrape{budget}").mkdir()
+        print(await scrape_scenario(root / f"scrape{budget}", args.hostile_events, args.slow_readers, budget),
+              flush=True)
+
+
 async def main_async(args: argparse.Namespace) -> None:
     server: dict[str, Any] = {}
     if args.max_connections:
         server["max_connections"] = args.max_connections
     with tempfile.TemporaryDirectory(prefix="bw-slow-") as tmp:
         root = Path(tmp)
+        if args.only == "scrape":
+            await run_scrapes(root, args)
+            return
         runs = [("slowloris", "slowloris", args.slowloris), ("unfinished chunked", "chunked", args.chunked),
                 ("idle", "idle", args.idle)]
         for i, (name, opener, count) in enumerate(runs):
@@ -329,6 +410,7 @@ async def main_async(args: argparse.Namespace) -> None:
             print(await scenario(name, root / str(i), opener, count, server), flush=True)
         (root / "junk").mkdir()
         print(await junk_scenario(root / "junk", args.junk), flush=True)
+        await run_scrapes(root, args)
         (root / "term").mkdir()
         print(await sigterm_scenario(root / "term", args.sigterm), flush=True)
 
@@ -340,6 +422,9 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=4000)
     parser.add_argument("--junk", type=int, default=3000)
     parser.add_argument("--sigterm", type=int, default=100, help="slow bodies and slow heads open at SIGTERM")
+    parser.add_argument("--hostile-events", type=int, default=20000, help="charge.failed with new label pairs")
+    parser.add_argument("--slow-readers", type=int, default=20, help="/metrics requests never read")
+    parser.add_argument("--only", choices=("scrape",), help="run one scenario only")
     parser.add_argument("--max-connections", type=int, default=0, help="server.max_connections (default: shipped)")
     args = parser.parse_args()
     asyncio.run(main_async(args))

@@ -29,6 +29,9 @@ from exporter.web import SignatureVerifier, private_app, webhook_app
 from exporter.webconfig import BasicAuth, add_headers, load_web_config
 
 PRUNE_INTERVAL_SECONDS = 3600.0
+# Connections waiting to be accepted. asyncio's default (100) overflows under a connection flood, and a dropped
+# SYN costs a real client a one-second retransmission; the kernel caps this at net.core.somaxconn.
+LISTEN_BACKLOG = 1024
 
 
 class Service:
@@ -167,7 +170,7 @@ class Service:
         # Our own listening socket around aiohttp's protocol factory: the connection cap sees every new
         # connection (exporter/http_guard.py). aiohttp still tracks and shuts down each connection itself.
         server = await asyncio.get_running_loop().create_server(
-            guard.factory(runner.server), host, port, reuse_address=True, ssl=ssl
+            guard.factory(runner.server), host, port, reuse_address=True, ssl=ssl, backlog=LISTEN_BACKLOG
         )
         self._servers.append(server)
         sockets = server.sockets or []
