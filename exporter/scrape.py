@@ -27,6 +27,10 @@ MAX_WRITERS = 4
 # How long a scrape waits for a writer slot before it is refused (503): well inside Prometheus's scrape timeout.
 WRITER_WAIT_SECONDS = 5.0
 WRITE_CHUNK = 64 * 1024
+# A scrape answer still unread after this long is dropped (Prometheus gives up after its scrape timeout, 10 s by
+# default); at shutdown the remaining ones get half a second, so SIGTERM never waits for a reader that stalls.
+WRITE_SECONDS = 30.0
+SHUTDOWN_WRITE_SECONDS = 0.5
 GZIP_LEVEL = 1  # most of the saving for a fraction of the CPU of the default level
 RENDER_SWITCH_INTERVAL_SECONDS = 0.0005
 
@@ -37,6 +41,8 @@ class ScrapeHandler:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="billingwatch-scrape")
         self._renders: dict[tuple[str, bool], asyncio.Future[bytes]] = {}
         self._writers = asyncio.Semaphore(MAX_WRITERS)
+        self._deadlines: set[asyncio.Timeout] = set()
+        self._hurry = False
 
     def _render(self, accept: str, compress: bool) -> bytes:
         encoder, _ = choose_encoder(accept)
@@ -78,12 +84,31 @@ class ScrapeHandler:
             resp.content_length = len(body)
             await resp.prepare(request)
             view = memoryview(body)
-            for start in range(0, len(body), WRITE_CHUNK):
-                await resp.write(view[start : start + WRITE_CHUNK])
-            await resp.write_eof()
+            try:
+                async with asyncio.timeout(WRITE_SECONDS if not self._hurry else SHUTDOWN_WRITE_SECONDS) as t:
+                    self._deadlines.add(t)
+                    try:
+                        for start in range(0, len(body), WRITE_CHUNK):
+                            await resp.write(view[start : start + WRITE_CHUNK])
+                        await resp.write_eof()
+                    finally:
+                        self._deadlines.discard(t)
+            except TimeoutError:
+                # A reader that does not read: drop the connection (close() would wait to flush the buffer).
+                if request.transport is not None:
+                    request.transport.abort()
             return resp
         finally:
             self._writers.release()
+
+    def hurry(self) -> None:
+        """Shutdown: answers still being written get SHUTDOWN_WRITE_SECONDS more at most."""
+        self._hurry = True
+        soon = asyncio.get_running_loop().time() + SHUTDOWN_WRITE_SECONDS
+        for deadline in list(self._deadlines):
+            when = deadline.when()
+            if when is None or when > soon:
+                deadline.reschedule(soon)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import socket
 import string
 import time
 
@@ -13,7 +14,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from exporter import samples
-from exporter.service import tune_gc
+from exporter.service import Service, tune_gc
 from tests.conftest import make_event
 from tests.ingest_support import make_config, running_exporter
 
@@ -86,3 +87,44 @@ async def test_a_huge_scrape_does_not_hold_up_webhooks(tmp_path, served_gc):
         assert len(latencies) >= 3
         # On the event loop, a webhook arriving during a render waited for all of it.
         assert max(latencies) < min(0.25, render_seconds / 2), (max(latencies), render_seconds)
+
+
+async def test_scrapes_nobody_reads_do_not_hold_up_shutdown(tmp_path):
+    """Readers that request /metrics and never read it: the answer (MBs) fills the socket buffers and the write
+    waits; at shutdown those writes get half a second, so the stop takes well under Docker's 10 s grace."""
+    config = make_config(tmp_path / "s.sqlite3")
+    service = Service(config)
+    await service.start()
+    stalled = []
+    try:
+        failed = service.metrics.charges_failed
+        failed.max_series = 10**6
+        for currency, code in itertools.product(itertools.islice(_currencies(), 300), range(200)):
+            failed.labels(currency, f"c{code}").inc()
+        for _ in range(3):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", service.metrics_port))
+            # identity encoding: 6 MB, more than the kernel buffers hold
+            await asyncio.get_running_loop().sock_sendall(sock, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            stalled.append(sock)
+        # Wait until each answer is being written (its render in the worker thread is done).
+        deadline = time.monotonic() + 30
+        while not all(_has_bytes(sock) for sock in stalled) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert all(_has_bytes(sock) for sock in stalled), "the scrapes never started writing"
+    finally:
+        start = time.monotonic()
+        await service.stop()
+        took = time.monotonic() - start
+        for sock in stalled:
+            sock.close()
+    assert took < 3.0, f"stop took {took:.1f} s"
+
+
+def _has_bytes(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
+        return False
