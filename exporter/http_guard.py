@@ -32,6 +32,34 @@ SHUTDOWN_BODY_GRACE_SECONDS = 0.5
 CLOSE_REASONS = ("over_capacity", "body_timeout")
 
 
+class Deadlines:
+    """asyncio timeouts that a shutdown can cut short: each `async with deadlines():` block gets `seconds`, and
+    after `hurry()` every running or later block gets `grace` at most."""
+
+    def __init__(self, seconds: float, grace: float):
+        self.seconds = seconds
+        self.grace = grace
+        self._active: set[asyncio.Timeout] = set()
+        self._hurry = False
+
+    @contextlib.asynccontextmanager
+    async def __call__(self) -> AsyncIterator[None]:
+        async with asyncio.timeout(self.grace if self._hurry else self.seconds) as deadline:
+            self._active.add(deadline)
+            try:
+                yield
+            finally:
+                self._active.discard(deadline)
+
+    def hurry(self) -> None:
+        self._hurry = True
+        soon = asyncio.get_running_loop().time() + self.grace
+        for deadline in list(self._active):
+            when = deadline.when()
+            if when is None or when > soon:
+                deadline.reschedule(soon)
+
+
 class _Guarded(asyncio.Protocol):
     """Forwards every protocol call to aiohttp's handler and tells the guard when a connection opens and closes."""
 
@@ -72,8 +100,7 @@ class ConnectionGuard:
         # Connections without a request in progress, oldest first (a dict keeps insertion order).
         self._waiting: dict[_Guarded, None] = {}
         self._by_transport: dict[Any, _Guarded] = {}
-        self._bodies: set[asyncio.Timeout] = set()
-        self._hurry = False
+        self._bodies = Deadlines(body_timeout, SHUTDOWN_BODY_GRACE_SECONDS)
 
     @property
     def open_connections(self) -> int:
@@ -119,25 +146,13 @@ class ConnectionGuard:
             # Re-inserted at the end: it now counts as the newest waiting connection.
             self._waiting[conn] = None
 
-    @contextlib.asynccontextmanager
-    async def body_deadline(self) -> AsyncIterator[None]:
+    def body_deadline(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Raises TimeoutError when the body has not arrived within body_timeout (or shortly after shutdown)."""
-        timeout = self.body_timeout if not self._hurry else SHUTDOWN_BODY_GRACE_SECONDS
-        async with asyncio.timeout(timeout) as deadline:
-            self._bodies.add(deadline)
-            try:
-                yield
-            finally:
-                self._bodies.discard(deadline)
+        return self._bodies()
 
     def hurry_bodies(self) -> None:
         """Shutdown: bodies still being read get SHUTDOWN_BODY_GRACE_SECONDS more at most."""
-        self._hurry = True
-        soon = asyncio.get_running_loop().time() + SHUTDOWN_BODY_GRACE_SECONDS
-        for deadline in list(self._bodies):
-            when = deadline.when()
-            if when is None or when > soon:
-                deadline.reschedule(soon)
+        self._bodies.hurry()
 
     def middleware(self) -> Any:
         """For listeners whose handlers are not hot (the private one): marks every request in progress."""

@@ -23,6 +23,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
+from exporter.http_guard import Deadlines
+
 MAX_WRITERS = 4
 # How long a scrape waits for a writer slot before it is refused (503): well inside Prometheus's scrape timeout.
 WRITER_WAIT_SECONDS = 5.0
@@ -41,8 +43,7 @@ class ScrapeHandler:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="billingwatch-scrape")
         self._renders: dict[tuple[str, bool], asyncio.Future[bytes]] = {}
         self._writers = asyncio.Semaphore(MAX_WRITERS)
-        self._deadlines: set[asyncio.Timeout] = set()
-        self._hurry = False
+        self._deadlines = Deadlines(WRITE_SECONDS, SHUTDOWN_WRITE_SECONDS)
 
     def _render(self, accept: str, compress: bool) -> bytes:
         encoder, _ = choose_encoder(accept)
@@ -85,14 +86,10 @@ class ScrapeHandler:
             await resp.prepare(request)
             view = memoryview(body)
             try:
-                async with asyncio.timeout(WRITE_SECONDS if not self._hurry else SHUTDOWN_WRITE_SECONDS) as t:
-                    self._deadlines.add(t)
-                    try:
-                        for start in range(0, len(body), WRITE_CHUNK):
-                            await resp.write(view[start : start + WRITE_CHUNK])
-                        await resp.write_eof()
-                    finally:
-                        self._deadlines.discard(t)
+                async with self._deadlines():
+                    for start in range(0, len(body), WRITE_CHUNK):
+                        await resp.write(view[start : start + WRITE_CHUNK])
+                    await resp.write_eof()
             except TimeoutError:
                 # A reader that does not read: drop the connection (close() would wait to flush the buffer).
                 if request.transport is not None:
@@ -103,12 +100,7 @@ class ScrapeHandler:
 
     def hurry(self) -> None:
         """Shutdown: answers still being written get SHUTDOWN_WRITE_SECONDS more at most."""
-        self._hurry = True
-        soon = asyncio.get_running_loop().time() + SHUTDOWN_WRITE_SECONDS
-        for deadline in list(self._deadlines):
-            when = deadline.when()
-            if when is None or when > soon:
-                deadline.reschedule(soon)
+        self._deadlines.hurry()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
