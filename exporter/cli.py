@@ -126,6 +126,9 @@ def _check_config_args(p: argparse.ArgumentParser) -> None:
 def _check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file, env={})
+        from exporter.webconfig import load_web_config
+
+        load_web_config(config.server.web_config_file)  # certificates and users, as serve reads them
     except ConfigError as exc:
         return _config_failure(exc)
     secrets = len(config.stripe.webhook_secrets)

@@ -166,3 +166,17 @@ def test_a_bad_web_config_stops_the_start_with_a_one_line_reason(tmp_path, doc, 
         ex.start()
     assert ex.proc is not None and ex.proc.returncode == 1
     assert message in str(failure.value) and "Traceback" not in str(failure.value)
+
+
+def test_check_config_reads_the_web_config_file_too(tmp_path):
+    web = _web_config(tmp_path)
+    good = tmp_path / "good.yml"
+    good.write_text(yaml.safe_dump({"server": {"web_config_file": str(web)}}))
+    bad_web = tmp_path / "bad-web.yml"
+    bad_web.write_text(yaml.safe_dump({"basic_auth_users": {USER: PASSWORD}}))
+    bad = tmp_path / "bad.yml"
+    bad.write_text(yaml.safe_dump({"server": {"web_config_file": str(bad_web)}}))
+    from exporter.cli import main
+
+    assert main(["check-config", str(good)]) == 0
+    assert main(["check-config", str(bad)]) == 1
