@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from exporter.bounds import sane_amount
 from exporter.metrics import Children, Metrics
 from exporter.money import normalize_currency, to_major
 from exporter.state import StateStore
@@ -61,6 +62,9 @@ class Accounting:
     def _add_amount(self, counter: Children, label: str, code: str | None, amount: int | None) -> None:
         if code is None or amount is None or amount < 0 or label == "other":
             return
+        if not sane_amount(amount):
+            self.m.values_rejected.labels("amount").inc()
+            return
         counter(label).inc(to_major(amount, code))
 
     def _charge_succeeded(self, charge: dict[str, Any]) -> None:
@@ -86,6 +90,10 @@ class Accounting:
         charge_id = get_str(charge, "id")
         total = get_int(charge, "amount_refunded")
         if charge_id is None or total is None:
+            return
+        if not sane_amount(total):
+            # Never stored: an absurd running total would hide every later real refund of this charge.
+            self.m.values_rejected.labels("amount").inc()
             return
         previous = self.state.get(REFUNDS_NS, charge_id) or 0
         if total <= previous:

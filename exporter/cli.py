@@ -54,6 +54,12 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         choices=("any", "live", "test"),
         help="which Stripe mode's events count (env BILLINGWATCH_MODE; default any)",
     )
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        help="TLS and basic auth for the private listener, Prometheus exporter-toolkit format "
+        "(env BILLINGWATCH_WEB_CONFIG_FILE; default none)",
+    )
 
 
 def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -64,6 +70,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
         ("state", ("state", "path")),
         ("log_level", ("log", "level")),
         ("mode", ("stripe", "mode")),
+        ("web_config_file", ("server", "web_config_file")),
     ]
     for attr, (section, key) in pairs:
         value = getattr(args, attr, None)
@@ -97,6 +104,8 @@ def _serve(args: argparse.Namespace) -> int:
         runner = asyncio.run
     try:
         runner(serve_forever(config))
+    except ConfigError as exc:  # the web config file (TLS certificates, users) is read as the service starts
+        return _config_failure(exc)
     except OSError as exc:
         print(f"billingwatch: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -117,6 +126,9 @@ def _check_config_args(p: argparse.ArgumentParser) -> None:
 def _check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file, env={})
+        from exporter.webconfig import load_web_config
+
+        load_web_config(config.server.web_config_file)  # certificates and users, as serve reads them
     except ConfigError as exc:
         return _config_failure(exc)
     secrets = len(config.stripe.webhook_secrets)

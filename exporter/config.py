@@ -42,6 +42,10 @@ class ServerConfig:
     shutdown_timeout_seconds: float
     prometheus_url: str
     alertmanager_url: str
+    idle_timeout_seconds: float
+    body_timeout_seconds: float
+    max_connections: int
+    web_config_file: str
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class LogConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     max_label_values: int
+    max_series_per_metric: int
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "BILLINGWATCH_MODE": ("stripe", "mode"),
     "BILLINGWATCH_PROMETHEUS_URL": ("server", "prometheus_url"),
     "BILLINGWATCH_ALERTMANAGER_URL": ("server", "alertmanager_url"),
+    "BILLINGWATCH_WEB_CONFIG_FILE": ("server", "web_config_file"),
     "STRIPE_WEBHOOK_SECRET": ("stripe", "webhook_secrets"),
 }
 
@@ -328,12 +334,20 @@ def _validate(cfg: Config, errors: list[str]) -> None:
         )
     if cfg.state.flush_interval_seconds <= 0 or cfg.state.flush_interval_seconds > 1.0:
         errors.append("state.flush_interval_seconds: must be above 0 and at most 1.0")
-    if cfg.stripe.tolerance_seconds < 0:
-        errors.append("stripe.tolerance_seconds: must not be negative")
+    if cfg.stripe.tolerance_seconds <= 0:
+        # The SDK reads 0 as "no age check at all": a signature from 1970 would verify.
+        errors.append("stripe.tolerance_seconds: must be at least 1 (0 would switch the replay check off)")
+    for key in ("idle_timeout_seconds", "body_timeout_seconds", "shutdown_timeout_seconds"):
+        if getattr(cfg.server, key) <= 0:
+            errors.append(f"server.{key}: must be above 0")
+    if cfg.server.max_connections < 1:
+        errors.append("server.max_connections: must be at least 1")
     if cfg.server.max_body_bytes < 1024:
         errors.append("server.max_body_bytes: must be at least 1024")
     if cfg.metrics.max_label_values < 1:
         errors.append("metrics.max_label_values: must be at least 1")
+    if cfg.metrics.max_series_per_metric < 1:
+        errors.append("metrics.max_series_per_metric: must be at least 1")
     for key in ("listen", "metrics_listen"):
         try:
             parse_hostport(getattr(cfg.server, key))

@@ -20,6 +20,7 @@ from typing import Any
 
 from exporter import logs
 from exporter.accounting import Accounting
+from exporter.bounds import MAX_DELIVERY_DELAY_SECONDS, sane_created
 from exporter.detectors.base import Detector
 from exporter.metrics import Children, Metrics
 from exporter.state import StateStore
@@ -149,10 +150,17 @@ class Ingestor:
         self._events(m.cap_type(event_type)).inc()
         m.last_event.set(received)
         if created is not None and via_webhook:
-            m.delivery_delay.observe(max(0.0, received - created))
-            if created > self._newest_created:
-                self._newest_created = created
-                m.last_event_created.set(created)
+            if not sane_created(created, received):
+                m.values_rejected.labels("created").inc()
+            else:
+                delay = received - created
+                if delay <= MAX_DELIVERY_DELAY_SECONDS:
+                    m.delivery_delay.observe(max(0.0, delay))
+                else:
+                    m.values_rejected.labels("delivery_delay").inc()
+                if created > self._newest_created:
+                    self._newest_created = created
+                    m.last_event_created.set(created)
         obj = event["data"]["object"]
         try:
             self.accounting.apply(event_type, obj)

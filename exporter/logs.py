@@ -66,3 +66,25 @@ def event(level: int, msg: str, **fields: Any) -> None:
 def error(msg: str, **fields: Any) -> None:
     if log.isEnabledFor(logging.ERROR):
         log.error(msg, exc_info=True, extra={"fields": fields})
+
+
+class RateLimited:
+    """Lets one record through per `interval` seconds; `allow()` then says how many were held back before it."""
+
+    __slots__ = ("_clock", "_held", "_interval", "_next")
+
+    def __init__(self, interval: float, clock: Any = time.monotonic):
+        self._interval = interval
+        self._clock = clock
+        self._next = 0.0
+        self._held = 0
+
+    def allow(self) -> int | None:
+        """None: stay quiet. An int: log now, mentioning that many suppressed records."""
+        now = self._clock()
+        if now < self._next:
+            self._held += 1
+            return None
+        self._next = now + self._interval
+        held, self._held = self._held, 0
+        return held

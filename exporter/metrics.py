@@ -12,13 +12,23 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from exporter.fast_metrics import FastCounter, FastGauge, FastHistogram
+from exporter.bounds import FIELDS as BOUNDED_FIELDS
+from exporter.fast_metrics import DEFAULT_MAX_SERIES, FastCounter, FastGauge, FastHistogram
 from exporter.labels import LabelCap
 
 # `*_created` series double the scrape for nothing Prometheus needs (it detects counter resets by itself).
 disable_created_metrics()
 
-OUTCOMES = ("accepted", "duplicate", "ignored", "invalid_signature", "invalid_payload", "too_large")
+OUTCOMES = (
+    "accepted",
+    "duplicate",
+    "ignored",
+    "missing_signature",
+    "stale_signature",
+    "invalid_signature",
+    "invalid_payload",
+    "too_large",
+)
 
 # Delivery delay buckets from 1 s to 6 h: Stripe delivers in seconds when healthy and retries with back-off
 # for up to three days when not; the 10-minute lag threshold sits between two buckets (300 and 600 / 900).
@@ -28,18 +38,22 @@ DELAY_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 1080
 class Children:
     """`metric.labels(*values)`, memoised. prometheus_client validates, converts and takes a lock on every
     labels() call, a noticeable share of the per-event cost. Holds one entry per series, so it stays as bounded
-    as the label values are (they are capped). Only for metrics whose series are never removed."""
+    as the series are (exporter.fast_metrics families only, whose series are never removed)."""
 
-    __slots__ = ("_cache", "_labels")
+    __slots__ = ("_cache", "_lookup")
 
     def __init__(self, metric: Any):
-        self._labels = metric.labels
+        self._lookup = metric.lookup
         self._cache: dict[tuple[str, ...], Any] = {}
 
     def __call__(self, *values: str) -> Any:
         child = self._cache.get(values)
         if child is None:
-            child = self._cache[values] = self._labels(*values)
+            child, overflowed = self._lookup(values)
+            # A label set over the metric's series budget is not remembered: the memo stays as bounded as the
+            # series are, and every such update is counted.
+            if not overflowed:
+                self._cache[values] = child
         return child
 
 
@@ -63,12 +77,35 @@ class Metrics:
     Those written for every event are exporter.fast_metrics classes (plain additions, event-loop thread only);
     the rest are prometheus_client's own."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, max_label_values: int = 300):
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        max_label_values: int = 300,
+        max_series_per_metric: int = DEFAULT_MAX_SERIES,
+    ):
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.label_overflow = Counter(
             "billingwatch_label_values_overflowed",
             "Label values replaced by 'other' because a label reached its distinct-value cap.",
+            registry=r,
+        )
+        self.values_rejected = Counter(
+            "billingwatch_values_rejected",
+            "Values of validly signed events left out of the metrics because no real Stripe object has them "
+            "(exporter/bounds.py): amount above 99,999,999 minor units, created before 2010 or over a day ahead, "
+            "delivery delay over 31 days. The event itself is still counted.",
+            ["field"],
+            registry=r,
+        )
+        for field in BOUNDED_FIELDS:
+            self.values_rejected.labels(field)
+        self.series_overflowed = Counter(
+            "billingwatch_series_overflowed",
+            "Updates of a label set beyond its metric's series budget (metrics.max_series_per_metric): counted in "
+            "the metric's overflow series (labels \"other\", livemode kept) or, for amounts, left out.",
+            ["metric"],
             registry=r,
         )
         cap = max_label_values
@@ -80,8 +117,9 @@ class Metrics:
 
         self.webhook_requests = FastCounter(
             "billingwatch_webhook_requests",
-            "Webhook requests by outcome (accepted, duplicate, ignored, invalid_signature, invalid_payload, "
-            "too_large).",
+            "Webhook requests by outcome (accepted, duplicate, ignored, missing_signature: no readable "
+            "Stripe-Signature header, stale_signature: matches a secret but older than the tolerance (clock skew "
+            "or replay), invalid_signature: matches no secret, invalid_payload, too_large).",
             ["outcome"],
             registry=r,
         )
@@ -188,3 +226,15 @@ class Metrics:
         self.build_info = Gauge(
             "billingwatch_build_info", "Always 1; labels carry the version.", ["version"], registry=r
         )
+        self._limit_series(max_series_per_metric)
+
+    def _limit_series(self, max_series: int) -> None:
+        def overflowed(name: str) -> None:
+            self.series_overflowed.labels(name).inc()
+
+        for family in list(vars(self).values()):
+            if isinstance(family, FastCounter | FastGauge | FastHistogram):
+                family.max_series = max_series
+                family.on_overflow = overflowed
+                # Amounts of different currencies must never be added up in one "other" series.
+                family.drop_on_overflow = family.name.endswith("_amount")

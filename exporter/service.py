@@ -4,33 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable
+from ssl import SSLContext
+from typing import Any
 
 from aiohttp import web
 
-from exporter import __version__, logs, runbook
+from exporter import __version__, http_logs, logs, runbook
 from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
 from exporter.config import Config, parse_hostport, resolve_secret_files
 from exporter.detectors.registry import build_detectors
+from exporter.http_guard import ConnectionGuard, connection_cap, open_files_limit, raise_fd_limit
+from exporter.http_metrics import LISTENERS, HttpMetrics
 from exporter.ingest import Ingestor
 from exporter.landing import LandingPage
 from exporter.metrics import CallbackCounter, Metrics
 from exporter.poller import build_poller
 from exporter.state import StateStore
 from exporter.web import WEBHOOK_PATH, SignatureVerifier, private_app, webhook_app
+from exporter.webconfig import BasicAuth, add_headers, load_web_config
 
 PRUNE_INTERVAL_SECONDS = 3600.0
+# Connections waiting to be accepted. asyncio's default (100) overflows under a connection flood, and a dropped
+# SYN costs a real client a one-second retransmission; the kernel caps this at net.core.somaxconn.
+LISTEN_BACKLOG = 1024
 
 
 class Service:
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time):
         self.config = config
         self.clock = clock
-        self.metrics = Metrics(max_label_values=config.metrics.max_label_values)
+        self.metrics = Metrics(
+            max_label_values=config.metrics.max_label_values,
+            max_series_per_metric=config.metrics.max_series_per_metric,
+        )
         self.metrics.build_info.labels(__version__).set(1)
         self.state = StateStore(config.state.path, retention_seconds=config.state.retention_seconds)
         CallbackCounter(
@@ -48,14 +60,29 @@ class Service:
             detectors=self.detector_set.detectors,
             recent_size=config.server.recent_events,
         )
-        self.verifier = SignatureVerifier(config.stripe.webhook_secrets, config.stripe.tolerance_seconds)
+        self.verifier = SignatureVerifier(config.stripe.webhook_secrets, config.stripe.tolerance_seconds, clock=clock)
+        self.http_metrics = HttpMetrics(self.metrics.registry)
+        # TLS and basic auth of the private listener (--web.config.file); a bad file stops the start here.
+        self.web_config = load_web_config(config.server.web_config_file)
+        max_connections = connection_cap(config.server.max_connections)
+        self.guards = {
+            listener: ConnectionGuard(
+                max_connections=max_connections,
+                body_timeout=config.server.body_timeout_seconds,
+                on_close=self.http_metrics.closer(listener),
+            )
+            for listener in LISTENERS
+        }
+        for listener, guard in self.guards.items():
+            self.http_metrics.watch_open(listener, lambda g=guard: g.open_connections)
+        self._remove_log_filter: Callable[[], None] | None = None
         # Missed-delivery poller (exporter/poller.py): only when STRIPE_API_KEY is set.
         self.poller = build_poller(
             config, self.metrics.registry, self.state, self.ingestor, env=resolve_secret_files(os.environ), clock=clock
         )
         self._poller_task: asyncio.Task[None] | None = None
         self._runners: list[web.AppRunner] = []
-        self._sites: list[web.TCPSite] = []
+        self._servers: list[asyncio.AbstractServer] = []
         self._ready = False
         self._housekeeping: asyncio.Task[None] | None = None
         self.webhook_port: int | None = None
@@ -63,10 +90,14 @@ class Service:
 
     async def start(self) -> None:
         cfg = self.config
+        malformed = self.http_metrics.malformed.inc
+        self._remove_log_filter = http_logs.install(malformed)
         public = webhook_app(
             self.ingestor,
             self.verifier,
             max_body_bytes=cfg.server.max_body_bytes,
+            guard=self.guards["webhook"],
+            on_malformed=malformed,
             clock=self.clock,
             # Thin events are fetched with the poller's client (STRIPE_API_KEY), when there is one.
             stripe_client=self.poller.client if self.poller is not None else None,
@@ -83,11 +114,29 @@ class Service:
             links=[("Prometheus", cfg.server.prometheus_url), ("Alertmanager", cfg.server.alertmanager_url)],
             routes=[(path, desc) for method, path, _, desc in routes if method == "GET"],
         )
-        private = private_app(self.ingestor, ready=lambda: self._ready, landing=landing, extra_routes=routes)
+        private = private_app(
+            self.ingestor,
+            ready=lambda: self._ready,
+            landing=landing,
+            extra_routes=routes,
+            middlewares=self._private_middlewares(),
+        )
+        if self.web_config.headers:
+            add_headers(private, self.web_config.headers)
         # Counters, accounting and detectors run right after each answer, batched per loop iteration (ingest.py).
         self.ingestor.process_later_with(asyncio.get_running_loop().call_soon)
-        self.webhook_port = await self._serve(public, cfg.server.listen)
-        self.metrics_port = await self._serve(private, cfg.server.metrics_listen)
+        self.webhook_port = await self._serve(public, cfg.server.listen, self.guards["webhook"])
+        self.metrics_port = await self._serve(
+            private, cfg.server.metrics_listen, self.guards["private"], ssl=self.web_config.ssl
+        )
+        host, _ = parse_hostport(cfg.server.metrics_listen)
+        if not self.web_config.protected and not _is_loopback(host):
+            logs.event(
+                logging.WARNING,
+                "the private listener (metrics, anomaly API with customer ids) listens beyond loopback without "
+                "TLS or basic auth: set --web.config.file (docs/running.md) or keep the port unreachable",
+                metrics=cfg.server.metrics_listen,
+            )
         self._housekeeping = asyncio.create_task(self._housekeep())
         if self.poller is not None:
             self._poller_task = asyncio.create_task(self.poller.run())
@@ -98,27 +147,49 @@ class Service:
             version=__version__,
             webhook=f"{cfg.server.listen} POST /webhooks/stripe",
             metrics=cfg.server.metrics_listen,
+            metrics_tls=self.web_config.ssl is not None,
+            metrics_basic_auth=bool(self.web_config.users),
             secrets=len(cfg.stripe.webhook_secrets),
             mode=cfg.stripe.mode,
             state=cfg.state.path,
+            max_connections=self.guards["webhook"].max_connections,
+            open_files_limit=open_files_limit(),
             # Read into the dedupe filter at start: about 1.7 s per million ids on a 2-core machine.
             seen_ids_loaded=self.state.loaded_ids,
         )
 
-    async def _serve(self, app: web.Application, hostport: str) -> int:
+    def _private_middlewares(self) -> list[Any]:
+        out = [self.guards["private"].middleware()]
+        if self.web_config.users:
+            out.append(BasicAuth(self.web_config.users).middleware())
+        return out
+
+    async def _serve(
+        self, app: web.Application, hostport: str, guard: ConnectionGuard, ssl: SSLContext | None = None
+    ) -> int:
         host, port = parse_hostport(hostport)
-        # lingering_time: after refusing an oversized body, aiohttp drains what the client keeps sending for this
-        # long before closing; its 10 s default lets one slow client hold a connection (and shutdown) for 10 s.
+        server_cfg = self.config.server
         runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=self.config.server.shutdown_timeout_seconds, lingering_time=1.0
+            app,
+            access_log=None,
+            shutdown_timeout=server_cfg.shutdown_timeout_seconds,
+            # aiohttp closes a connection that has not sent a complete request head this long after it opened
+            # or after its last answer: slow headers (slowloris) and idle keep-alive alike (its default is an hour).
+            keepalive_timeout=server_cfg.idle_timeout_seconds,
+            # After refusing an oversized body, aiohttp drains what the client keeps sending for this long before
+            # closing; its 10 s default lets one slow client hold a connection (and shutdown) for 10 s.
+            lingering_time=1.0,
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
         self._runners.append(runner)
-        self._sites.append(site)
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
+        assert runner.server is not None
+        # Our own listening socket around aiohttp's protocol factory: the connection cap sees every new
+        # connection (exporter/http_guard.py). aiohttp still tracks and shuts down each connection itself.
+        server = await asyncio.get_running_loop().create_server(
+            guard.factory(runner.server), host, port, reuse_address=True, ssl=ssl, backlog=LISTEN_BACKLOG
+        )
+        self._servers.append(server)
+        sockets = server.sockets or []
         return sockets[0].getsockname()[1] if sockets else port
 
     async def _housekeep(self) -> None:
@@ -147,10 +218,14 @@ class Service:
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, then flush and close the state."""
         self._ready = False
-        for site in self._sites:
-            await site.stop()
+        for server in self._servers:
+            server.close()
+        for guard in self.guards.values():
+            guard.hurry_bodies()
         for runner in self._runners:
             await runner.cleanup()
+        if self._remove_log_filter is not None:
+            self._remove_log_filter()
         self.ingestor.process_later_with(None)  # processes what is still queued
         if self._poller_task is not None:
             self._poller_task.cancel()
@@ -169,6 +244,13 @@ class Service:
         logs.event(logging.INFO, "billingwatch stopped")
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 # Young collections every 700 net allocations are mostly wasted on webhook traffic: an event's ~100 containers
 # are freed by reference counting right after it is handled. Fewer, larger young collections (docs/benchmark.md).
 GC_GEN0_THRESHOLD = 20_000
@@ -185,6 +267,7 @@ def tune_gc() -> None:
 
 
 async def serve_forever(config: Config) -> None:
+    raise_fd_limit()
     service = Service(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -69,6 +69,7 @@ def test_wrong_label_use_is_an_error_like_prometheus_client():
 def test_scrape_from_another_thread_while_series_are_added():
     reg = CollectorRegistry()
     counter = FastCounter("many", "d", ["k"], registry=reg)
+    counter.max_series = 100_000  # many series on purpose: the budget is tested on its own below
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -87,3 +88,34 @@ def test_scrape_from_another_thread_while_series_are_added():
     thread.join()
     assert errors == []
     assert reg.get_sample_value("many_total", {"k": "29999"}) == 1
+
+
+def test_series_budget_folds_new_label_sets_into_other_and_keeps_livemode():
+    from exporter.metrics import Children
+
+    reg = CollectorRegistry()
+    counter = FastCounter("failed", "d", ["currency", "failure_code", "livemode"], registry=reg)
+    counter.max_series = 10
+    folded: list[str] = []
+    counter.on_overflow = folded.append
+    cached = Children(counter)
+    for i in range(40):
+        cached("usd", f"code_{i}", "true" if i % 2 else "false").inc()
+    series = {tuple(s.labels.values()): s.value for m in reg.collect() for s in m.samples}
+    # Ten real series plus one overflow series per livemode value.
+    assert len(series) == 12
+    assert series[("other", "other", "true")] == 15 and series[("other", "other", "false")] == 15
+    assert folded == ["failed"] * 30
+    # Updates of a folded label set are counted every time (the memo never keeps them).
+    cached("usd", "code_39", "true").inc()
+    assert len(folded) == 31 and counter.labels("usd", "code_39", "true").value == 16
+
+
+def test_amount_families_drop_overflowed_updates():
+    reg = CollectorRegistry()
+    amount = FastCounter("amount", "d", ["currency"], registry=reg)
+    amount.max_series = 2
+    amount.drop_on_overflow = True
+    for code in ("usd", "eur", "jpy", "gbp"):
+        amount.labels(code).inc(5)
+    assert {s.labels["currency"] for m in reg.collect() for s in m.samples} == {"usd", "eur"}

@@ -46,6 +46,18 @@ async def test_header_with_old_and_new_signature_passes(tmp_path):
         assert status == 200
 
 
+# Contract 2 (docs/CONTRACTS.md): headers that are not Stripe signatures at all, matching signatures past the
+# tolerance, and well-formed fresh signatures made with no configured secret are three different outcomes.
+EXPECTED_OUTCOME = {
+    "stale": "stale_signature",
+    "missing": "missing_signature",
+    "garbled": "missing_signature",
+    "no_v1": "missing_signature",
+    "v0_only": "missing_signature",
+    "empty": "missing_signature",
+}
+
+
 @pytest.mark.parametrize(
     "case",
     ["wrong_secret", "stale", "tampered", "missing", "garbled", "no_v1", "v0_only", "empty", "non_ascii"],
@@ -71,7 +83,11 @@ async def test_bad_signatures_are_400_and_change_no_business_metric(config, case
         status, data = await ex.post_raw(body, headers)
         assert status == 400
         assert "signature" in data["error"]
-        assert ex.value("billingwatch_webhook_requests_total", {"outcome": "invalid_signature"}) == 1
+        expected = EXPECTED_OUTCOME.get(case, "invalid_signature")
+        for outcome in ("missing_signature", "stale_signature", "invalid_signature"):
+            assert ex.value("billingwatch_webhook_requests_total", {"outcome": outcome}) == (
+                1 if outcome == expected else 0
+            ), outcome
         assert ex.value("billingwatch_webhook_requests_total", {"outcome": "accepted"}) == 0
         assert ex.value("stripe_charges_total", {"currency": "usd"}) is None
         assert ex.value("stripe_events_total", {"type": "charge.succeeded"}) is None
@@ -88,3 +104,36 @@ async def test_tolerance_is_configurable(tmp_path):
     async with running_exporter(config) as ex:
         assert await ex.post_event(_charge_event(), timestamp=int(time.time()) - 60) == 400
         assert await ex.post_event(_charge_event(), timestamp=int(time.time()) - 10) == 200
+
+
+async def test_stale_is_told_apart_from_wrong_secret_with_several_secrets(config, caplog):
+    """A receiver clock 301 s ahead: the signature matches the second secret, so it is stale, not invalid; the
+    log line gives the measured age. A stale signature made with an unknown secret stays invalid_signature."""
+    clock_ahead = 301
+    event = _charge_event()
+    body = orjson.dumps(event)
+    async with running_exporter(config, clock=lambda: time.time() + clock_ahead) as ex:
+        status, data = await ex.post_raw(body, {"Stripe-Signature": sign(body, OTHER_SECRET)})
+        assert status == 400 and "clock" in data["error"]
+        status, _ = await ex.post_raw(body, {"Stripe-Signature": sign(body, "whsec_unknown")})
+        assert status == 400
+        assert ex.value("billingwatch_webhook_requests_total", {"outcome": "stale_signature"}) == 1
+        assert ex.value("billingwatch_webhook_requests_total", {"outcome": "invalid_signature"}) == 1
+        # Within the tolerance on the skewed clock, the same secret is accepted.
+        assert await ex.post_event(event, secret=OTHER_SECRET, timestamp=int(time.time()) + clock_ahead) == 200
+    ages = [r.fields["age_seconds"] for r in caplog.records if getattr(r, "fields", {}).get("age_seconds")]
+    assert len(ages) == 1 and clock_ahead <= ages[0] < clock_ahead + 5
+
+
+async def test_every_signature_outcome_exists_at_zero_before_any_request(config):
+    async with running_exporter(config) as ex:
+        for outcome in ("missing_signature", "stale_signature", "invalid_signature"):
+            assert ex.value("billingwatch_webhook_requests_total", {"outcome": outcome}) == 0
+
+
+@pytest.mark.parametrize("tolerance", [0, -1])
+def test_non_positive_tolerance_is_refused_by_config_validation(tmp_path, tolerance):
+    from exporter.config import ConfigError
+
+    with pytest.raises(ConfigError, match="tolerance_seconds"):
+        make_config(tmp_path / "s.sqlite3", stripe={"tolerance_seconds": tolerance})

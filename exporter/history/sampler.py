@@ -55,7 +55,10 @@ class VirtualExporter:
     def __init__(self, config: Config):
         from exporter.detectors.registry import build_detectors
 
-        self.metrics = Metrics(max_label_values=config.metrics.max_label_values)
+        self.metrics = Metrics(
+            max_label_values=config.metrics.max_label_values,
+            max_series_per_metric=config.metrics.max_series_per_metric,
+        )
         self.state = StateStore(":memory:", retention_seconds=config.state.retention_seconds)
         self.detector_set = build_detectors(config, self.metrics.registry, self.state)
         self.ingestor = Ingestor(

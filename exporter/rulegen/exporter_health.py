@@ -17,9 +17,14 @@ def group(cfg: RulesConfig) -> dict[str, Any]:
     up = sel(cfg, "up")
     requests = "billingwatch_webhook_requests_total"
     sig_window = e.signature_failures_window
-    invalid_sel = sel(cfg, requests, 'outcome="invalid_signature"')
-    # Requests that reached signature verification (too_large bodies are refused before it).
-    checked_sel = sel(cfg, requests, 'outcome=~"accepted|duplicate|ignored|invalid_payload|invalid_signature"')
+    # Signatures made with no configured secret, and matching ones past the tolerance (a skewed clock here fails
+    # every real event just the same). Requests without a readable signature header (missing_signature) are
+    # scanners and probes, not Stripe: they page no one.
+    invalid_sel = sel(cfg, requests, 'outcome=~"invalid_signature|stale_signature"')
+    # Requests from Stripe that reached signature verification (too_large bodies are refused before it).
+    checked_sel = sel(
+        cfg, requests, 'outcome=~"accepted|duplicate|ignored|invalid_payload|invalid_signature|stale_signature"'
+    )
     invalid = f"sum by (job) (increase({invalid_sel}[{sig_window}]))"
     verified_or_not = f"sum by (job) (increase({checked_sel}[{sig_window}]))"
     events = sel(cfg, "stripe_events_total")
@@ -73,8 +78,8 @@ def group(cfg: RulesConfig) -> dict[str, Any]:
                 summary="Webhook requests are failing signature verification.",
                 description=(
                     f'{{{{ $value | printf "%.0f" }}}} requests failed signature verification over the last '
-                    f"{sig_window} (threshold {e.signature_failures_min}): a wrong or rotated secret, or someone "
-                    "probing the endpoint."
+                    f"{sig_window} (threshold {e.signature_failures_min}): a wrong or rotated secret, or this host's "
+                    "clock (outcome stale_signature), or someone replaying signed requests."
                 ),
             ),
             alert(
@@ -90,7 +95,8 @@ def group(cfg: RulesConfig) -> dict[str, Any]:
                 description=(
                     "{{ $value | humanizePercentage }} of webhook requests failed signature verification over the "
                     f"last {sig_window} (critical from {percent(e.signature_failures_critical_ratio)}): the "
-                    "configured signing secret is almost certainly wrong."
+                    "configured signing secret is almost certainly wrong, or this host's clock is off "
+                    "(see outcome stale_signature)."
                 ),
             ),
             alert(

@@ -186,7 +186,8 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user and user[-1] not in ("root", "0")
     health = re.search(r"^HEALTHCHECK .*?CMD (.*?)$", text, re.M | re.S)
-    assert health and "http://127.0.0.1:9847/healthz" in health.group(1)
+    # The public listener's /healthz: plain HTTP even when the private one has TLS and basic auth on.
+    assert health and "http://127.0.0.1:8000/healthz" in health.group(1)
     ignored = (REPO / ".dockerignore").read_text().split()
     assert "*" in ignored and "!exporter/" in ignored  # an allow-list: no .venv, .data or .git in the context
 
