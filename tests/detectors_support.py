@@ -86,6 +86,7 @@ def anomaly_labels(
     subscription: str = "",
     invoice: str = "",
     currency: str = "",
+    livemode: str = "false",
 ) -> dict[str, str]:
     return {
         "detector": detector,
@@ -95,4 +96,6 @@ def anomaly_labels(
         "subscription": subscription,
         "invoice": invoice,
         "currency": currency,
+        # exporter.samples builds test-mode objects unless told otherwise.
+        "livemode": livemode,
     }

@@ -32,7 +32,7 @@ def negative_invoice(i: int, created: int = T0):
 def series_labels(i: int):
     return anomaly_labels(
         "negative_invoice",
-        "critical",
+        "info",  # a negative total credits the customer's balance: routine
         "negative_total",
         customer=f"cus_cap{i:03d}",
         invoice=f"in_cap{i:03d}",
@@ -111,7 +111,7 @@ async def test_duplicate_charge_over_http_shows_on_metrics_and_api(tmp_path):
             text = await resp.text()
         assert (
             'billingwatch_anomaly{currency="usd",customer="cus_Http01",detector="duplicate_charge",invoice="",'
-            'reason="same_amount",severity="critical",subscription=""} 1.0' in text
+            'livemode="false",reason="same_amount",severity="critical",subscription=""} 1.0' in text
         )
         assert 'billingwatch_anomalies_total{detector="duplicate_charge"} 1.0' in text
         async with ex.session.get(f"{ex.private}/api/v1/anomalies") as resp:

@@ -39,6 +39,7 @@ class DuplicateChargeConfig:
 class NegativeInvoiceConfig:
     enabled: bool
     severity: str
+    credit_severity: str
     reversal_threshold: float
     reversal_threshold_by_currency: dict[str, float]
 
@@ -88,6 +89,11 @@ class DetectorsConfig:
             severity = getattr(self, section).severity
             if severity not in SEVERITIES:
                 errors.append(f"detectors.{section}.severity: must be one of {', '.join(SEVERITIES)}, got {severity!r}")
+        if self.negative_invoice.credit_severity not in SEVERITIES:
+            errors.append(
+                "detectors.negative_invoice.credit_severity: must be one of "
+                f"{', '.join(SEVERITIES)}, got {self.negative_invoice.credit_severity!r}"
+            )
         dc = self.duplicate_charge
         if dc.window_seconds < 1:
             errors.append("detectors.duplicate_charge.window_seconds: must be at least 1")
