@@ -20,7 +20,7 @@ SUBSCRIPTION_STATUSES = (
     "canceled",
     "paused",
 )
-BUILTIN_NAMES = ("duplicate_charge", "negative_invoice", "silent_lapse")
+BUILTIN_NAMES = ("duplicate_charge", "negative_invoice", "silent_lapse", "early_fraud_warning")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 CUSTOM_KEYS = ("name", "class", "options")
