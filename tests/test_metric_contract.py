@@ -12,7 +12,7 @@ from exporter.metrics import Metrics
 from exporter.money import to_major
 from exporter.state import StateStore
 from tests.conftest import make_event, stripe_fixture
-from tests.ingest_support import make_config, running_exporter
+from tests.ingest_support import make_config, running_exporter, sample_value
 
 
 @pytest.fixture
@@ -24,14 +24,8 @@ def ingest():
     state.close()
 
 
-# Business series carry the event's mode; make_event and exporter.samples build test-mode events by default.
-NOT_BUSINESS = ("stripe_events", "stripe_event_delivery", "stripe_last_event")
-
-
 def value(ingestor: Ingestor, name: str, **labels: str) -> float | None:
-    if name.startswith("stripe_") and not name.startswith(NOT_BUSINESS):
-        labels.setdefault("livemode", "false")
-    return ingestor.metrics.registry.get_sample_value(name, labels)
+    return sample_value(ingestor.metrics.registry, name, labels)
 
 
 @pytest.mark.parametrize(
