@@ -139,8 +139,9 @@ class Accounting:
 
     def _charge_refunds(self, charge: dict[str, Any], mode: str, event: dict[str, Any]) -> None:
         charge_id = get_str(charge, "id")
-        if charge_id is None:
-            return
+        previous = get_int(event, "data", "previous_attributes", "amount_refunded")
+        if charge_id is None or (event.get("type") == "charge.updated" and previous is None):
+            return  # charge.updated matters here only when it says amount_refunded changed
         # Older API versions list the charge's refunds: count those by id first, so that the total below only
         # adds what the list does not show.
         listed = get_dict(charge, "refunds")
@@ -152,9 +153,8 @@ class Accounting:
                 out, failed = self.refund_ledger.refund(charge_id, refund_id, amount, get_str(refund, "status"))
                 self._count_refund(charge, mode, out, failed)
         total = get_int(charge, "amount_refunded")
-        previous = get_int(event, "data", "previous_attributes", "amount_refunded")
-        if total is None or total < 0 or (event.get("type") == "charge.updated" and previous is None):
-            return  # charge.updated matters here only when it says amount_refunded changed
+        if total is None or total < 0:
+            return
         out, failed = self.refund_ledger.total(charge_id, total, previous)
         self._count_refund(charge, mode, out, failed)
 

@@ -348,3 +348,15 @@ async def test_duplicate_across_a_real_stop_and_start(tmp_path):
         async with ex.session.get(f"{ex.private}/api/v1/anomalies") as resp:
             (found,) = (await resp.json())["anomalies"]
         assert found["details"]["charge_ids"][1] == second["id"]
+
+
+def test_series_cap_drops_routine_info_series_before_a_page(tmp_path):
+    h = Harness(tmp_path / "s.sqlite3", detectors={"max_series": 2})
+    for i in range(2):
+        h.send("charge.succeeded", samples.charge(customer="cus_Page", amount=4900, created=T0 + i), received=T0 + i)
+    page = anomaly_labels("duplicate_charge", "critical", "same_amount", customer="cus_Page", currency="usd")
+    for i in range(3):  # three routine credits (info) arrive after the page
+        h.send("invoice.finalized", negative_invoice(i), received=T0 + 10 + i)
+    assert h.value("billingwatch_anomaly", page) == 1
+    assert [h.value("billingwatch_anomaly", series_labels(i)) for i in range(3)] == [None, None, 1]
+    assert h.value("billingwatch_anomaly_series_dropped_total") == 2

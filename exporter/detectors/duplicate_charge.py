@@ -121,7 +121,7 @@ class DuplicateChargeDetector:
     def on_event(self, event: dict[str, Any], received: float) -> None:
         event_type = event["type"]
         if event_type in INVOICE_LINK_TYPES:
-            self._learn_invoice(event_type, event["data"]["object"], received)
+            self._learn_invoice(event_type, event["data"]["object"])
             return
         if event_type not in EVENT_TYPES:
             return
@@ -173,7 +173,7 @@ class DuplicateChargeDetector:
             customer = get_str(charge, "customer")
             self._report(charge, charge_id, created, best, customer, currency, amount, received, livemode)
 
-    def _learn_invoice(self, event_type: str, obj: dict[str, Any], received: float) -> None:
+    def _learn_invoice(self, event_type: str, obj: dict[str, Any]) -> None:
         if event_type == "invoice_payment.paid":
             invoice = get_str(obj, "invoice")
             payments = [get_str(obj, "payment", "charge"), get_str(obj, "payment", "payment_intent")]
