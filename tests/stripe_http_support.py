@@ -21,11 +21,14 @@ class Driver:
 
     async def send(self, event_type: str, obj: dict[str, Any], *, livemode: bool | None = None,
                    created: int | None = None, previous_attributes: dict[str, Any] | None = None,
-                   event_id: str | None = None) -> dict[str, Any]:
+                   event_id: str | None = None, automatic: bool = False) -> dict[str, Any]:
         event = samples.event(event_type, obj, created=created, previous_attributes=previous_attributes,
                               event_id=event_id)
         if livemode is not None:
             event["livemode"] = livemode
+        if automatic:
+            # Caused by Stripe itself (e.g. subscription billing), not by an API request.
+            event["request"] = {"id": None, "idempotency_key": None}
         assert await self.ex.post_event(event) == 200
         return event
 

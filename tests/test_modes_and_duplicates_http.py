@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 
 import pytest
@@ -18,6 +19,8 @@ TEST_CARD = "Xt5EWLLDS7FJjR1c"
 
 def charge(**kw):
     kw.setdefault("created", int(time.time()))
+    # A card of its own unless a test says otherwise (exporter.samples gives every charge the same fingerprint).
+    kw.setdefault("fingerprint", secrets.token_hex(8))
     return samples.charge(**kw)
 
 
@@ -164,3 +167,52 @@ async def test_one_card_under_two_new_customers_is_one_payer(drv):
                                               livemode=True))
     await drv.settled()
     assert len(await drv.anomalies("duplicate_charge")) == 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_automatic_renewals_wait_for_their_invoices_before_a_page(tmp_path):
+    # Basil: two subscriptions renew together; each charge names no invoice and Stripe links it to its invoice in
+    # invoice_payment.paid, which may come after the other renewal's charge.
+    clock = Clock()
+    config = make_config(tmp_path / "s.sqlite3", state={"flush_interval_seconds": 0.05})
+    async with running_exporter(config, clock=clock) as ex:
+        drv = Driver(ex)
+
+        def ticks() -> float:
+            return drv.value("billingwatch_state_flush_seconds_count") or 0
+
+        async def advance(seconds: float) -> None:
+            clock.now += seconds
+            seen = ticks()
+            await drv.until(lambda: ticks() >= seen + 2)  # a whole tick ran on the new time
+
+        renewals = [charge(customer="cus_Renew2", amount=2900, livemode=True) for _ in range(2)]
+        for ch in renewals:
+            await drv.send("charge.succeeded", ch, automatic=True)
+        await drv.settled()
+        assert await drv.anomalies("duplicate_charge") == []  # held: the invoices may still come
+        for i, ch in enumerate(renewals):
+            await drv.send("invoice_payment.paid", {
+                "id": f"inpay_Renew{i}", "object": "invoice_payment", "invoice": f"in_Renew{i}", "status": "paid",
+                "livemode": True, "payment": {"type": "payment_intent", "payment_intent": ch["payment_intent"]}},
+                automatic=True)
+        await drv.settled()
+        await advance(31)
+        assert await drv.anomalies("duplicate_charge") == []
+
+        # Automatic charges whose invoices never show up are reported once the wait is over.
+        unknown = [charge(customer="cus_Renew3", amount=2900, livemode=True) for _ in range(2)]
+        for ch in unknown:
+            await drv.send("charge.succeeded", ch, automatic=True)
+        await drv.settled()
+        assert await drv.anomalies("duplicate_charge") == []
+        await advance(31)
+        (found,) = await drv.anomalies("duplicate_charge")
+        assert found["customer"] == "cus_Renew3"

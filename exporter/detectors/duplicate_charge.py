@@ -14,7 +14,11 @@ charges never pair: the mode is part of every key.
 Distinct invoices are distinct purchases: two renewals of the same price for one customer are not a duplicate.
 A charge's invoice is read from the charge or PaymentIntent (`invoice`, API versions before 2025-03-31.basil) or
 learnt from invoice events that name their payment (`charge` / `payment_intent` before basil,
-`invoice_payment.paid` since): two charges whose invoices are both known and differ never pair.
+`invoice_payment.paid` since): two charges whose invoices are both known and differ never pair. Since basil a
+charge names no invoice and its link comes in a later event, so a pair of automatic charges (the event's
+`request.id` is null: Stripe's own billing, e.g. two subscriptions renewing together) whose invoices are not both
+known yet is held for INVOICE_LINK_WAIT_SECONDS before it is reported; charges made through the API (a double
+click, a retry) are reported at once.
 
 Cost on the hot path: one or two hashes, dict lookups and list appends per captured charge. Memory per remembered
 name is about 200 bytes (a 64-bit hash of mode|payer|currency|amount -> a compact bytes record); a customer
@@ -45,6 +49,9 @@ EVENT_TYPES = frozenset(("charge.succeeded", "charge.captured", "payment_intent.
 # Events that link a payment (charge or PaymentIntent id) to its invoice.
 INVOICE_LINK_TYPES = frozenset(("invoice.paid", "invoice.payment_succeeded", "invoice_payment.paid"))
 NONE = "-"
+# How long a pair of automatic basil-shaped charges waits for the events naming their invoices (Stripe sends them
+# seconds after the charge). Not persisted: a restart within this time forgets the pair.
+INVOICE_LINK_WAIT_SECONDS = 30
 
 # (created, received second, charge id, invoice or "-", payment intent or "-")
 Entry = tuple[int, int, str, str, str]
@@ -106,6 +113,8 @@ class DuplicateChargeDetector:
         # charge or PaymentIntent id -> its invoice, learnt from invoice events; newest last, as bounded as the
         # charges (not persisted: a restart forgets at most the links of the last few minutes).
         self._links: OrderedDict[str, str] = OrderedDict()
+        # Pairs waiting for their invoices: (due, the arguments of _report), oldest first.
+        self._waiting: deque[tuple[float, tuple[Any, ...]]] = deque()
         board.precreate(self.name)
         self._restore()
 
@@ -170,8 +179,33 @@ class DuplicateChargeDetector:
             if found is not None and (best is None or abs(found[0] - created) < abs(best[0][0] - created)):
                 best = (found, name)
         if best is not None:
-            customer = get_str(charge, "customer")
-            self._report(charge, charge_id, created, best, customer, currency, amount, received, livemode)
+            report = (charge, charge_id, created, best, get_str(charge, "customer"), currency, amount, livemode)
+            if self._may_be_another_invoice(event, charge, best[0], charge_id, intent):
+                self._waiting.append((received + INVOICE_LINK_WAIT_SECONDS, report))
+            else:
+                self._report(*report, at=received)
+
+    def _may_be_another_invoice(
+        self, event: dict[str, Any], charge: dict[str, Any], partner: Entry, charge_id: str, intent: str
+    ) -> bool:
+        """An automatic charge in the basil shape (no `invoice` field) whose pair's invoices are not both known."""
+        request = event.get("request")
+        automatic = isinstance(request, dict) and request.get("id") is None
+        if not automatic or "invoice" in charge:
+            return False
+        mine = self._links.get(charge_id) or (self._links.get(intent) if intent != NONE else None)
+        return mine is None or self._invoice_of(partner) is None
+
+    def _release_waiting(self, now: float) -> None:
+        while self._waiting and self._waiting[0][0] <= now:
+            _, report = self._waiting.popleft()
+            charge, charge_id, _created, (partner, _name), *_ = report
+            intent = _token(get_str(charge, "payment_intent") or get_str(charge, "id"))
+            mine = self._links.get(charge_id) or (self._links.get(intent) if intent != NONE else None)
+            theirs = self._invoice_of(partner)
+            if mine is not None and theirs is not None and mine != theirs:
+                continue  # two invoices: two purchases
+            self._report(*report, at=now)
 
     def _learn_invoice(self, event_type: str, obj: dict[str, Any]) -> None:
         if event_type == "invoice_payment.paid":
@@ -234,8 +268,9 @@ class DuplicateChargeDetector:
         customer: str | None,
         currency: str,
         amount: int,
-        received: float,
         livemode: bool,
+        *,
+        at: float,
     ) -> None:
         partner, name = best
         major = to_major(amount, currency)
@@ -248,7 +283,7 @@ class DuplicateChargeDetector:
         self.board.raise_anomaly(
             self.name,
             "same_amount",
-            at=received,
+            at=at,
             severity=self.severity,
             customer=customer,
             currency=currency,
@@ -268,6 +303,7 @@ class DuplicateChargeDetector:
         )
 
     def tick(self, now: float) -> None:
+        self._release_waiting(now)
         if self._chunk:
             self._chunk_seq += 1
             row_key = f"{int(now):012d}-{self._chunk_seq}"
