@@ -14,7 +14,6 @@ or one from before a restart, names the charge only.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 from exporter.detectors.board import AnomalyBoard
@@ -32,30 +31,29 @@ class EarlyFraudWarningDetector:
     def __init__(self, board: AnomalyBoard, remembered: int = REMEMBERED_CHARGES):
         self.board = board
         self.remembered = remembered
-        # charge id -> (customer or None, amount or None, currency or None), newest last.
-        self._charges: OrderedDict[str, tuple[str | None, int | None, str | None]] = OrderedDict()
+        # charge id -> the charge's raw (customer, amount, currency), oldest first.
+        self._charges: dict[str, tuple[Any, Any, Any]] = {}
         board.precreate(self.name)
 
     def on_event(self, event: dict[str, Any], received: float) -> None:
         event_type = event["type"]
         obj = event["data"]["object"]
         if event_type in CHARGE_EVENTS:
-            charge_id = get_str(obj, "id")
-            if charge_id is not None:
-                self._charges[charge_id] = (
-                    get_str(obj, "customer"),
-                    get_int(obj, "amount"),
-                    normalize_currency(obj.get("currency")),
-                )
-                self._charges.move_to_end(charge_id)
-                if len(self._charges) > self.remembered:
-                    self._charges.popitem(last=False)
+            # Raw values, read only if a warning comes: this runs for every charge.
+            charge_id = obj.get("id")
+            charges = self._charges
+            if isinstance(charge_id, str) and charge_id not in charges:
+                charges[charge_id] = (obj.get("customer"), obj.get("amount"), obj.get("currency"))
+                if len(charges) > self.remembered:
+                    del charges[next(iter(charges))]  # the oldest: dicts keep insertion order
         elif event_type == "radar.early_fraud_warning.created":
             self._warning(event, obj, received)
 
     def _warning(self, event: dict[str, Any], warning: dict[str, Any], received: float) -> None:
         charge_id = get_str(warning, "charge")
-        customer, amount, currency = self._charges.get(charge_id or "", (None, None, None))
+        raw = self._charges.get(charge_id or "", (None, None, None))
+        seen = {"customer": raw[0], "amount": raw[1]}
+        customer, amount, currency = get_str(seen, "customer"), get_int(seen, "amount"), normalize_currency(raw[2])
         fraud_type = get_str(warning, "fraud_type") or "unknown"
         major = to_major(amount, currency) if amount is not None and currency is not None else None
         mode = event.get("livemode")
