@@ -64,9 +64,10 @@ async def test_credit_notes_refunded_or_only_credited(drv):
                 "customer_balance_transaction": "cbtxn_1"}
     await drv.send("credit_note.created", refunded)
     await drv.send("credit_note.created", credited)
-    # The note's refund also arrives as refund.created: one reversal, one anomaly.
+    # The note's refund also arrives as refund.created and charge.refunded: one reversal, one anomaly.
     ch = samples.charge(amount=80_000, customer="cus_Notes", livemode=True)
     await drv.send("refund.created", refund(ch, "re_FromNote", 80_000))
+    await drv.send("charge.refunded", {**ch, "amount_refunded": 80_000})
     await drv.settled()
     found = {a["details"].get("credit_note"): a for a in await drv.anomalies("negative_invoice")}
     assert set(found) == {"cn_Refunded", "cn_Credited"}

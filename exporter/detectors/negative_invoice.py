@@ -35,6 +35,8 @@ NS = "negative_invoice"
 # Refunds may come up to 180 days after a charge; invoice events keep coming for months. Forget after 200 days.
 RETENTION_SECONDS = 200 * 86400
 PRUNE_INTERVAL = 3600.0
+# Value of `re:<refund id>` for a refund reported as part of its credit note, before the refund itself was seen.
+CREDIT_NOTE_MARK = "credit_note"
 
 
 class NegativeInvoiceDetector:
@@ -208,11 +210,16 @@ class NegativeInvoiceDetector:
         """True the first time a refund is seen. One refund may reach us by id (refund.*, refund lists) and
         without one (the growth of `amount_refunded`): per charge and amount, each sighting without an id is
         matched with one by id. Two refunds of the same amount on one charge are therefore two refunds."""
+        reported = True
         if refund_id is not None:
-            if not self._first(f"re:{refund_id}", received):
+            seen = self.state.get(NS, f"re:{refund_id}")
+            if seen is not None and seen != CREDIT_NOTE_MARK:
                 return False
+            self.state.put(NS, f"re:{refund_id}", int(received))
+            # Reported already as its credit note: still matched below, so that its charge.refunded is not new.
+            reported = seen is None
             if charge_id is None:
-                return True
+                return reported
         if charge_id is None:
             return False
         key = f"chre:{charge_id}:{amount}"
@@ -228,7 +235,7 @@ class NegativeInvoiceDetector:
             pool[mine] += 1
             new = True
         self.state.put(NS, key, pool)
-        return new
+        return new and reported
 
     # -- credit notes ----------------------------------------------------------------------------------------
 
@@ -254,7 +261,8 @@ class NegativeInvoiceDetector:
         if reason == "large_credit_note":
             # Its refunds reach us as refund.created too: one reversal, one page.
             for refund_id in credit_note_refunds(note):
-                self._first(f"re:{refund_id}", received)
+                if self.state.get(NS, f"re:{refund_id}") is None:
+                    self.state.put(NS, f"re:{refund_id}", CREDIT_NOTE_MARK)
         major = to_major(part, currency)
         invoice_id = get_str(note, "invoice")
         what = "refunded or paid out of band" if reason == "large_credit_note" else "credited to the customer's balance"
