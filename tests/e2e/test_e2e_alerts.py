@@ -105,7 +105,10 @@ def charge(
         failure_code=failure_code,
         fingerprint=fingerprint,
     )
-    return make_event(event_type, obj)
+    event = make_event(event_type, obj)
+    # Made through the API (checkout, a retry), not by Stripe's own billing: a double charge is paged at once.
+    event["request"] = {"id": samples.new_id("req", 14), "idempotency_key": None}
+    return event
 
 
 def negative_invoice(cus: str, total: int = -12_500) -> dict[str, Any]:
