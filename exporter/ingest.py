@@ -141,9 +141,9 @@ class Ingestor:
             self._modes_seen.add(livemode)
             if len(self._modes_seen) == 2 and self.mode == "any":
                 logs.event(
-                    logging.WARNING,
-                    "both live and test mode events are being counted together; "
-                    "set stripe.mode to live or test to keep them apart",
+                    logging.INFO,
+                    "both live and test mode events arrive; business metrics and anomalies keep them apart "
+                    "(label livemode); set stripe.mode to live or test to ignore the other mode",
                 )
         if outcome != "accepted":
             return
@@ -163,7 +163,7 @@ class Ingestor:
                     m.last_event_created.set(created)
         obj = event["data"]["object"]
         try:
-            self.accounting.apply(event_type, obj)
+            self.accounting.apply(event_type, obj, event)
         except Exception:
             m.processing_errors.labels("metrics").inc()
             logs.error("event accounting failed", event_id=event_id_safe(event), type=event_type[:100])

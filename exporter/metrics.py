@@ -154,62 +154,116 @@ class Metrics:
             "Stripe `created` time of the newest unique event received.",
             registry=r,
         )
+        # Every business metric carries `livemode` ("true" | "false", from the event): live and test traffic are
+        # counted apart, so a test payment never moves a live figure and rules judge each mode on its own.
         self.charges = FastCounter(
             "stripe_charges",
             "Charge attempts (succeeded and failed) by currency.",
-            ["currency"],
+            ["currency", "livemode"],
             registry=r,
         )
         self.charges_failed = FastCounter(
             "stripe_charges_failed",
             "Failed charge attempts by currency and Stripe failure code.",
-            ["currency", "failure_code"],
+            ["currency", "failure_code", "livemode"],
             registry=r,
         )
         self.charge_amount = FastCounter(
             "stripe_charge_amount",
             "Captured amount of successful charges, in major currency units.",
-            ["currency"],
+            ["currency", "livemode"],
             registry=r,
         )
         self.refund_amount = FastCounter(
             "stripe_refund_amount",
-            "Refunded amount, in major currency units (from charge.refunded, counted once per refund).",
-            ["currency"],
+            "Refunded amount, in major currency units (each refund once, when it is created; failures are "
+            "counted apart in stripe_refund_failure_amount_total).",
+            ["currency", "livemode"],
             registry=r,
         )
         self.refunds = FastCounter(
             "stripe_refunds",
-            "Refunds by currency (from charge.refunded, counted once per refund).",
-            ["currency"],
+            "Refunds by currency (each refund once, when it is created).",
+            ["currency", "livemode"],
             registry=r,
         )
-        self.disputes = FastCounter("stripe_disputes", "Disputes opened, by reason.", ["reason"], registry=r)
+        self.refund_failures = FastCounter(
+            "stripe_refund_failures",
+            "Refunds counted in stripe_refunds_total that later failed (the money went back to the balance).",
+            ["currency", "livemode"],
+            registry=r,
+        )
+        self.refund_failure_amount = FastCounter(
+            "stripe_refund_failure_amount",
+            "Amount of failed refunds returned to the balance, in major currency units. Money out through refunds "
+            "= stripe_refund_amount_total - stripe_refund_failure_amount_total.",
+            ["currency", "livemode"],
+            registry=r,
+        )
+        self.disputes = FastCounter(
+            "stripe_disputes",
+            "Chargebacks opened, by reason (inquiries, status warning_*, are in stripe_dispute_inquiries_total).",
+            ["reason", "livemode"],
+            registry=r,
+        )
         self.dispute_amount = FastCounter(
             "stripe_dispute_amount",
-            "Disputed amount, in major currency units.",
-            ["currency"],
+            "Amount of chargebacks opened, in major currency units.",
+            ["currency", "livemode"],
+            registry=r,
+        )
+        self.dispute_inquiries = FastCounter(
+            "stripe_dispute_inquiries",
+            "Dispute inquiries opened (status warning_*): no funds move and card networks do not count them.",
+            ["reason", "livemode"],
+            registry=r,
+        )
+        self.disputes_closed = FastCounter(
+            "stripe_disputes_closed",
+            "Chargebacks closed (charge.dispute.closed), by outcome: won or lost.",
+            ["status", "livemode"],
+            registry=r,
+        )
+        self.dispute_lost_amount = FastCounter(
+            "stripe_dispute_lost_amount",
+            "Amount of chargebacks closed as lost: money lost to disputes for good, in major currency units.",
+            ["currency", "livemode"],
+            registry=r,
+        )
+        self.dispute_funds_withdrawn_amount = FastCounter(
+            "stripe_dispute_funds_withdrawn_amount",
+            "Disputed amounts taken from the balance (charge.dispute.funds_withdrawn), in major currency units.",
+            ["currency", "livemode"],
+            registry=r,
+        )
+        self.dispute_funds_reinstated_amount = FastCounter(
+            "stripe_dispute_funds_reinstated_amount",
+            "Disputed amounts returned to the balance (charge.dispute.funds_reinstated), in major currency units.",
+            ["currency", "livemode"],
             registry=r,
         )
         self.early_fraud_warnings = FastCounter(
             "stripe_early_fraud_warnings",
             "Radar early fraud warnings, by fraud type.",
-            ["fraud_type"],
+            ["fraud_type", "livemode"],
             registry=r,
         )
         self.invoices_paid = FastCounter(
-            "stripe_invoices_paid", "Invoices paid (invoice.paid), by currency.", ["currency"], registry=r
+            "stripe_invoices_paid",
+            "Invoices paid (invoice.paid), by currency.",
+            ["currency", "livemode"],
+            registry=r,
         )
         self.invoice_amount_paid = FastCounter(
             "stripe_invoice_amount_paid",
             "Amount paid on invoices (invoice.paid), in major currency units.",
-            ["currency"],
+            ["currency", "livemode"],
             registry=r,
         )
         self.invoice_payment_failures = FastCounter(
             "stripe_invoice_payment_failures",
             "Failed invoice payment attempts (invoice.payment_failed), by currency.",
-            ["currency"],
+            ["currency", "livemode"],
             registry=r,
         )
         self.state_flush_seconds = Histogram(

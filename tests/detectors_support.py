@@ -7,7 +7,7 @@ from typing import Any
 
 from exporter import samples
 from exporter.service import Service
-from tests.ingest_support import make_config
+from tests.ingest_support import make_config, sample_value
 
 T0 = 1_780_000_000  # 2026-05-28, a fixed "now" so every time in a test is explicit
 
@@ -62,7 +62,7 @@ class Harness:
         self.service.state.flush(self.clock.now)
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
-        return self.service.metrics.registry.get_sample_value(name, labels or {})
+        return sample_value(self.service.metrics.registry, name, labels)
 
     def anomalies(self, detector: str | None = None) -> list[dict[str, Any]]:
         return self.board.recent(None, detector)
@@ -86,6 +86,7 @@ def anomaly_labels(
     subscription: str = "",
     invoice: str = "",
     currency: str = "",
+    livemode: str = "false",
 ) -> dict[str, str]:
     return {
         "detector": detector,
@@ -95,4 +96,6 @@ def anomaly_labels(
         "subscription": subscription,
         "invoice": invoice,
         "currency": currency,
+        # exporter.samples builds test-mode objects unless told otherwise.
+        "livemode": livemode,
     }

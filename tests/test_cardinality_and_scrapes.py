@@ -39,7 +39,7 @@ async def test_two_capped_labels_cannot_multiply_past_the_series_budget(tmp_path
         ex.service.ingestor.drain()
         failed = _series(ex, "stripe_charges_failed")
         assert budget <= len(failed) <= budget + 1
-        assert {"currency": "other", "failure_code": "other"} in failed
+        assert {"currency": "other", "failure_code": "other", "livemode": "false"} in failed
         # Every event is still counted, in its own series or the overflow one.
         total = sum(s.value for m in ex.service.metrics.registry.collect() if m.name == "stripe_charges_failed"
                     for s in m.samples)
@@ -66,7 +66,7 @@ async def test_a_huge_scrape_does_not_hold_up_webhooks(tmp_path, served_gc):
         failed = ex.service.metrics.charges_failed
         failed.max_series = 10**6  # a registry far beyond any budget, to make the render slow
         for currency, code in itertools.product(itertools.islice(_currencies(), 300), range(200)):
-            failed.labels(currency, f"c{code}").inc()
+            failed.labels(currency, f"c{code}", "true").inc()
         start = time.perf_counter()
         size = len(generate_latest(ex.service.metrics.registry))
         render_seconds = time.perf_counter() - start
@@ -100,7 +100,7 @@ async def test_scrapes_nobody_reads_do_not_hold_up_shutdown(tmp_path):
         failed = service.metrics.charges_failed
         failed.max_series = 10**6
         for currency, code in itertools.product(itertools.islice(_currencies(), 300), range(200)):
-            failed.labels(currency, f"c{code}").inc()
+            failed.labels(currency, f"c{code}", "true").inc()
         for _ in range(3):
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -113,8 +113,9 @@ async def test_trigger_sends_a_signed_event_the_exporter_accepts(tmp_path):
             result = await _async_cli("trigger", event_type, "--url", ex.webhook_url, "--secret", SECRET)
             assert result[0] == 0, result
             assert "HTTP 200" in result[1]
-        assert ex.value("stripe_charges_total", {"currency": "usd"}) == 2
-        assert ex.value("stripe_invoices_paid_total", {"currency": "usd"}) == 1
+        # `trigger` sends test-mode events (like `stripe trigger`) unless --livemode.
+        assert ex.value("stripe_charges_total", {"currency": "usd", "livemode": "false"}) == 2
+        assert ex.value("stripe_invoices_paid_total", {"currency": "usd", "livemode": "false"}) == 1
         wrong = await _async_cli("trigger", "charge.succeeded", "--url", ex.webhook_url, "--secret", "whsec_wrong")
         assert wrong[0] == 1 and "HTTP 400" in wrong[1]
         unknown = await _async_cli("trigger", "no.such.type", "--url", ex.webhook_url, "--secret", SECRET)

@@ -33,7 +33,7 @@ def negative_invoice(i: int, created: int = T0):
 def series_labels(i: int):
     return anomaly_labels(
         "negative_invoice",
-        "critical",
+        "info",  # a negative total credits the customer's balance: routine
         "negative_total",
         customer=f"cus_cap{i:03d}",
         invoice=f"in_cap{i:03d}",
@@ -112,7 +112,7 @@ async def test_duplicate_charge_over_http_shows_on_metrics_and_api(tmp_path):
             text = await resp.text()
         assert (
             'billingwatch_anomaly{currency="usd",customer="cus_Http01",detector="duplicate_charge",invoice="",'
-            'reason="same_amount",severity="critical",subscription=""} 1.0' in text
+            'livemode="false",reason="same_amount",severity="critical",subscription=""} 1.0' in text
         )
         assert 'billingwatch_anomalies_total{detector="duplicate_charge"} 1.0' in text
         async with ex.session.get(f"{ex.private}/api/v1/anomalies") as resp:
@@ -372,3 +372,15 @@ def test_the_custom_detector_example_works_as_the_docs_write_it(tmp_path):
     with_path = subprocess.run([*billingwatch, "check-config", "billingwatch.yml"], cwd=tmp_path, env=env,
                                capture_output=True, text=True, check=False)  # fmt: skip
     assert with_path.returncode == 0, with_path.stderr
+
+
+def test_series_cap_drops_routine_info_series_before_a_page(tmp_path):
+    h = Harness(tmp_path / "s.sqlite3", detectors={"max_series": 2})
+    for i in range(2):
+        h.send("charge.succeeded", samples.charge(customer="cus_Page", amount=4900, created=T0 + i), received=T0 + i)
+    page = anomaly_labels("duplicate_charge", "critical", "same_amount", customer="cus_Page", currency="usd")
+    for i in range(3):  # three routine credits (info) arrive after the page
+        h.send("invoice.finalized", negative_invoice(i), received=T0 + 10 + i)
+    assert h.value("billingwatch_anomaly", page) == 1
+    assert [h.value("billingwatch_anomaly", series_labels(i)) for i in range(3)] == [None, None, 1]
+    assert h.value("billingwatch_anomaly_series_dropped_total") == 2

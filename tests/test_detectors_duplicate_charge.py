@@ -101,14 +101,16 @@ def test_third_charge_is_another_anomaly_on_the_same_series(h):
 
 
 def test_guest_charges_match_on_card_fingerprint_which_is_never_exposed(h, caplog):
+    # Live mode: a card is a payer there (test mode knows payers by customer id only, see test_detectors_modes).
     fingerprint = "Gx7pQ2mN9vK4tR1s"
     caplog.set_level(logging.WARNING, logger="billingwatch")
-    h.send("charge.succeeded", charge(customer=None, fingerprint=fingerprint, created=T0), received=T0)
-    h.send("charge.succeeded", charge(customer=None, fingerprint="Zz0OtherCard0000", created=T0 + 5), received=T0 + 5)
+    live = {"customer": None, "livemode": True}
+    h.send("charge.succeeded", charge(fingerprint=fingerprint, created=T0, **live), received=T0)
+    h.send("charge.succeeded", charge(fingerprint="Zz0OtherCard0000", created=T0 + 5, **live), received=T0 + 5)
     assert h.total("duplicate_charge") == 0
-    h.send("charge.succeeded", charge(customer=None, fingerprint=fingerprint, created=T0 + 10), received=T0 + 10)
+    h.send("charge.succeeded", charge(fingerprint=fingerprint, created=T0 + 10, **live), received=T0 + 10)
     assert h.total("duplicate_charge") == 1
-    labels = anomaly_labels("duplicate_charge", "critical", "same_amount", currency="usd")
+    labels = anomaly_labels("duplicate_charge", "critical", "same_amount", currency="usd", livemode="true")
     assert h.value("billingwatch_anomaly", labels) == 1
     (found,) = h.anomalies()
     assert found["details"]["payer"].startswith("card:")

@@ -149,7 +149,8 @@ def test_no_payment_after_renewal_plus_grace_is_a_silent_lapse(h, basil):
     assert h.total("silent_lapse") == 1
     assert h.value("stripe_subscriptions_lapsed", {"livemode": "false"}) == 1
     labels = anomaly_labels(
-        "silent_lapse", "warning", "no_payment", customer=CUSTOMER, subscription="sub_1QaLp9Qa2Xv1", currency="usd"
+        "silent_lapse", "warning", "no_payment", customer=CUSTOMER, subscription="sub_1QaLp9Qa2Xv1", currency="usd",
+        livemode="false",
     )
     assert h.value("billingwatch_anomaly", labels) == 1
     assert h.value("billingwatch_anomaly_amount", labels) == 20.0

@@ -53,12 +53,12 @@ def test_answers_at_once_and_processes_when_the_drain_runs_in_order():
     assert [ingestor.ingest(e, now) for e in events] == ["accepted"] * 5
     assert ingestor.ingest(events[0], now) == "duplicate"  # dedupe is not deferred
     registry = ingestor.metrics.registry
-    assert registry.get_sample_value("stripe_charges_total", {"currency": "usd"}) is None
+    assert registry.get_sample_value("stripe_charges_total", {"currency": "usd", "livemode": "false"}) is None
     assert recorder.seen == []
     assert len(scheduled) == 1  # one drain for the whole batch
     scheduled.pop()()
     assert recorder.seen == [e["id"] for e in events]
-    assert registry.get_sample_value("stripe_charges_total", {"currency": "usd"}) == 5
+    assert registry.get_sample_value("stripe_charges_total", {"currency": "usd", "livemode": "false"}) == 5
     assert registry.get_sample_value("billingwatch_webhook_requests_total", {"outcome": "accepted"}) == 5
 
 

@@ -12,7 +12,7 @@ from exporter.metrics import Metrics
 from exporter.money import to_major
 from exporter.state import StateStore
 from tests.conftest import make_event, stripe_fixture
-from tests.ingest_support import make_config, running_exporter
+from tests.ingest_support import make_config, running_exporter, sample_value
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def ingest():
 
 
 def value(ingestor: Ingestor, name: str, **labels: str) -> float | None:
-    return ingestor.metrics.registry.get_sample_value(name, labels)
+    return sample_value(ingestor.metrics.registry, name, labels)
 
 
 @pytest.mark.parametrize(
@@ -154,7 +154,10 @@ async def test_mode_filter(tmp_path, mode, counted):
         for livemode in (True, False):
             event = make_event("charge.succeeded", samples.charge(amount=100, livemode=livemode), livemode=livemode)
             assert await ex.post_event(event) == 200
-        assert ex.value("stripe_charges_total", {"currency": "usd"}) == len(counted)
+        for livemode in (True, False):
+            expected = 1 if livemode in counted else None
+            label = "true" if livemode else "false"
+            assert ex.value("stripe_charges_total", {"currency": "usd", "livemode": label}) == expected
         assert ex.value("billingwatch_webhook_requests_total", {"outcome": "ignored"}) == 2 - len(counted)
         assert ex.value("stripe_events_by_mode_total", {"livemode": "true"}) == 1
         assert ex.value("stripe_events_by_mode_total", {"livemode": "false"}) == 1
@@ -179,7 +182,7 @@ async def test_private_listener_endpoints(tmp_path):
                 assert resp.status == 400
         async with ex.session.get(ex.private + "/metrics") as resp:
             text = await resp.text()
-            assert 'stripe_charges_total{currency="usd"} 1.0' in text
+            assert 'stripe_charges_total{currency="usd",livemode="false"} 1.0' in text
             assert "_created{" not in text and "_created " not in text.replace("_created_timestamp", "")
         for path in ("/", "/healthz", "/readyz"):
             async with ex.session.get(ex.private + path) as resp:

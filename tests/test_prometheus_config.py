@@ -105,15 +105,15 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     registry, metrics, board = _registry(work)
     for currency, attempts, failed in (("usd", 40, 8), ("eur", 12, 1), ("jpy", 5, 0)):
         for _ in range(attempts - failed):
-            metrics.charges.labels(currency).inc()
-            metrics.charge_amount.labels(currency).inc(1000 if currency == "jpy" else 19.99)
+            metrics.charges.labels(currency, "true").inc()
+            metrics.charge_amount.labels(currency, "true").inc(1000 if currency == "jpy" else 19.99)
         for i in range(failed):
-            metrics.charges.labels(currency).inc()
-            metrics.charges_failed.labels(currency, ("card_declined", "expired_card")[i % 2]).inc()
-    metrics.refund_amount.labels("usd").inc(19.99)
-    metrics.disputes.labels("fraudulent").inc(2)
-    metrics.disputes.labels("duplicate").inc()
-    metrics.early_fraud_warnings.labels("made_with_stolen_card").inc()
+            metrics.charges.labels(currency, "true").inc()
+            metrics.charges_failed.labels(currency, ("card_declined", "expired_card")[i % 2], "true").inc()
+    metrics.refund_amount.labels("usd", "true").inc(19.99)
+    metrics.disputes.labels("fraudulent", "true").inc(2)
+    metrics.disputes.labels("duplicate", "true").inc()
+    metrics.early_fraud_warnings.labels("made_with_stolen_card", "true").inc()
     for delay in (0.4, 1.5, 3, 700):
         metrics.delivery_delay.observe(delay)
     metrics.last_event.set(time.time())
@@ -125,6 +125,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         customer="cus_P",
         currency="usd",
         amount=19.99,
+        livemode=True,
     )
     exporter_port = _free_port()
     server, _thread = start_http_server(exporter_port, addr="127.0.0.1", registry=registry)

@@ -53,6 +53,7 @@ class BigChargeDetector:
             customer=charge.get("customer"),
             currency=self.currency,
             amount=major,
+            livemode=event.get("livemode") is True,
             summary=f"charge of {major:g} {self.currency.upper()}",
             details={"charge": charge["id"]},
         )

@@ -15,11 +15,16 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from exporter import logs
+from exporter.modes import anomaly_mode_label
 from exporter.state import StateStore
 
-# The label set of every anomaly series (docs/CONTRACTS.md); a label that does not apply is "".
-LABELS = ("detector", "severity", "reason", "customer", "subscription", "invoice", "currency")
+# The label set of every anomaly series (docs/CONTRACTS.md); a label that does not apply is "". `livemode` is
+# "true" / "false" ("" when the detector cannot tell): live and test anomalies are separate series and alerts.
+LABELS = ("detector", "severity", "reason", "customer", "subscription", "invoice", "currency", "livemode")
 SEVERITIES = ("critical", "warning", "info")
+# Past max_series the oldest series of the least severe kind goes first: routine info records never push out a
+# page.
+EVICTION_ORDER = ("info", "warning", "critical")
 SERIES_NS = "anomaly_series"
 RECENT_NS = "anomalies"
 MAX_LABEL_LENGTH = 128
@@ -92,11 +97,14 @@ class AnomalyBoard:
         summary: str = "",
         details: dict[str, Any] | None = None,
         livemode: bool | None = None,
+        series: bool = True,
     ) -> dict[str, Any]:
         """Report one anomaly found at time `at` (the event's reception time or the tick's `now`).
 
         Labels name what the alert is about; `details` (ids, amounts, times) only reach the API and the log line,
-        so they must hold nothing secret (no emails, no card fingerprints).
+        so they must hold nothing secret (no emails, no card fingerprints). `livemode` is the Stripe mode of the
+        events behind it. series=False records it (API, log, billingwatch_anomalies_total) without a gauge
+        series: for notes no alert is meant to fire on.
         """
         if severity not in SEVERITIES:
             severity = "warning"
@@ -108,6 +116,7 @@ class AnomalyBoard:
             _label(subscription),
             _label(invoice),
             _label(currency),
+            anomaly_mode_label(livemode),
         )
         self._seq += 1
         record: dict[str, Any] = {
@@ -121,7 +130,10 @@ class AnomalyBoard:
             "details": details or {},
         }
         self.total.labels(labels[0]).inc()
-        self._set_series(labels, at + self.ttl, amount)
+        if series:
+            self._set_series(labels, at + self.ttl, amount)
+        else:
+            record["expires_at"] = None
         self._remember(record)
         fields = {k: v for k, v in record.items() if v not in ("", None) and k not in ("seq", "details", "expires_at")}
         fields.update(details or {})
@@ -142,9 +154,15 @@ class AnomalyBoard:
             SERIES_NS, "\x1f".join(labels), {"labels": list(labels), "expires_at": expires_at, "amount": amount}
         )
         while len(self._series) > self.max_series:
-            oldest = next(iter(self._series))
-            self._remove(oldest)
+            self._remove(self._eviction_candidate())
             self.dropped.inc()
+
+    def _eviction_candidate(self) -> tuple[str, ...]:
+        for severity in EVICTION_ORDER:
+            for labels in self._series:
+                if labels[1] == severity:
+                    return labels
+        return next(iter(self._series))
 
     def _remove(self, labels: tuple[str, ...]) -> None:
         _, has_amount = self._series.pop(labels)
@@ -181,7 +199,7 @@ class AnomalyBoard:
         for record in reversed(self._recent):
             if detector is not None and record["detector"] != detector:
                 continue
-            out.append({k: v for k, v in record.items() if k != "seq"})
+            out.append({"livemode": "", **{k: v for k, v in record.items() if k != "seq"}})
             if limit is not None and len(out) >= limit:
                 break
         return out
@@ -203,6 +221,11 @@ class AnomalyBoard:
         series.sort(key=lambda s: s["expires_at"])
         for entry in series:
             labels = tuple(entry["labels"])
+            if len(labels) == len(LABELS) - 1:
+                # Written before the livemode label existed: the mode is unknown. Rewritten under the new key.
+                self.state.delete(SERIES_NS, "\x1f".join(labels))
+                labels = (*labels, "")
+                self.state.put(SERIES_NS, "\x1f".join(labels), {**entry, "labels": list(labels)})
             if len(labels) != len(LABELS):
                 continue
             amount = entry.get("amount")

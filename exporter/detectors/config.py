@@ -20,7 +20,7 @@ SUBSCRIPTION_STATUSES = (
     "canceled",
     "paused",
 )
-BUILTIN_NAMES = ("duplicate_charge", "negative_invoice", "silent_lapse")
+BUILTIN_NAMES = ("duplicate_charge", "negative_invoice", "silent_lapse", "early_fraud_warning")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 CUSTOM_KEYS = ("name", "class", "options")
@@ -39,6 +39,7 @@ class DuplicateChargeConfig:
 class NegativeInvoiceConfig:
     enabled: bool
     severity: str
+    credit_severity: str
     reversal_threshold: float
     reversal_threshold_by_currency: dict[str, float]
 
@@ -89,6 +90,11 @@ class DetectorsConfig:
             severity = getattr(self, section).severity
             if severity not in SEVERITIES:
                 errors.append(f"detectors.{section}.severity: must be one of {', '.join(SEVERITIES)}, got {severity!r}")
+        if self.negative_invoice.credit_severity not in SEVERITIES:
+            errors.append(
+                "detectors.negative_invoice.credit_severity: must be one of "
+                f"{', '.join(SEVERITIES)}, got {self.negative_invoice.credit_severity!r}"
+            )
         dc = self.duplicate_charge
         if dc.window_seconds < 1:
             errors.append("detectors.duplicate_charge.window_seconds: must be at least 1")

@@ -13,12 +13,18 @@ def card_ref(fingerprint: str) -> str:
     return "card:" + hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
 
 
-def payer_of(charge: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(payer key, customer id): the customer, or for guest checkouts a hashed card fingerprint (customer None)."""
+def identities_of(charge: dict[str, Any], livemode: bool) -> list[str]:
+    """Every name under which a charge's payer is known: its customer id and, in live mode, its card.
+
+    The same card is the same payer even under two customer ids (two Checkout sessions each creating a customer).
+    In test mode a card is nobody: Stripe's test cards (4242...) have one fingerprint for everyone who tests on
+    the account, so only the customer id identifies a test payer.
+    """
+    out = []
     customer = get_str(charge, "customer")
     if customer:
-        return customer, customer
+        out.append(customer)
     fingerprint = get_str(charge, "payment_method_details", "card", "fingerprint")
-    if fingerprint:
-        return card_ref(fingerprint), None
-    return None, None
+    if fingerprint and livemode:
+        out.append(card_ref(fingerprint))
+    return out

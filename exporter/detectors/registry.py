@@ -15,6 +15,7 @@ from exporter.detectors.base import Detector, DetectorContext
 from exporter.detectors.board import AnomalyBoard
 from exporter.detectors.custom import load_custom
 from exporter.detectors.duplicate_charge import DuplicateChargeDetector
+from exporter.detectors.fraud_warnings import EarlyFraudWarningDetector
 from exporter.detectors.negative_invoice import NegativeInvoiceDetector
 from exporter.detectors.subscriptions import SubscriptionLedger
 from exporter.state import StateStore
@@ -58,6 +59,8 @@ def build_detectors(config: Config, registry: CollectorRegistry, state: StateSto
         out.by_name["silent_lapse"] = SubscriptionLedger(
             board, state, registry, dc.subscriptions, max_label_values=config.metrics.max_label_values
         )
+    # Records each early fraud warning with its charge and customer (no series, no alert of its own).
+    out.by_name["early_fraud_warning"] = EarlyFraudWarningDetector(board)
     for i, spec in enumerate(dc.custom_specs()):
         context = DetectorContext(
             name=spec.name, board=board, state=state, registry=registry, config=config, options=spec.options

@@ -1,6 +1,7 @@
 """Alerts on the in-process detectors' gauges (billingwatch_anomaly): one alert per built-in detector, one for
 custom detectors. The alert keeps every label of the gauge (detector, severity, reason, customer, subscription,
-invoice, currency), so the notification names the customer; severity is the detector's own.
+invoice, currency, livemode), so the notification names the customer, severity is the detector's own and test-mode
+anomalies (livemode="false") take Alertmanager's non-paging route.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ PAYER = "{{ if $labels.customer }}customer {{ $labels.customer }}{{ else }}a gue
 # empty matches ="" in PromQL), with the currency's own number of decimals.
 AMOUNT = query_value(
     "billingwatch_anomaly_amount{job=%q,instance=%q,detector=%q,reason=%q,customer=%q,subscription=%q,"
-    "invoice=%q,currency=%q}",
+    "invoice=%q,currency=%q,livemode=%q}",
     "$labels.job $labels.instance $labels.detector $labels.reason $labels.customer $labels.subscription "
-    "$labels.invoice $labels.currency",
+    "$labels.invoice $labels.currency $labels.livemode",
     money=True,
 ).replace("{{ else }}?{{ end }}", " {{ $labels.currency | toUpper }}{{ else }}no amount{{ end }}")
 

@@ -105,7 +105,10 @@ def charge(
         failure_code=failure_code,
         fingerprint=fingerprint,
     )
-    return make_event(event_type, obj)
+    event = make_event(event_type, obj)
+    # Made through the API (checkout, a retry), not by Stripe's own billing: a double charge is paged at once.
+    event["request"] = {"id": samples.new_id("req", 14), "idempotency_key": None}
+    return event
 
 
 def negative_invoice(cus: str, total: int = -12_500) -> dict[str, Any]:
@@ -143,16 +146,29 @@ def test_duplicate_charge_notifies_by_email_and_webhook(env: Env) -> None:
     assert status == 200 and f'id="{anchor}"'.encode() in page
 
 
-def test_negative_invoice_notifies_by_email_and_webhook(env: Env) -> None:
+def test_large_refund_notifies_by_email_and_webhook(env: Env) -> None:
+    # Money out: a single refund above the USD threshold (500) is critical.
+    cus = customer("refund")
+    refunded = samples.charge(amount=90_000, currency="usd", customer=cus, amount_refunded=90_000)
+    assert env.post(make_event("charge.refunded", refunded)) == 200
+
+    alert = env.notified(detector="negative_invoice", customer=cus)[0]
+    assert alert["labels"]["alertname"] == "BillingWatchNegativeInvoice"
+    assert (alert["labels"]["reason"], alert["labels"]["severity"]) == ("large_refund", "critical")
+    env.mailed(cus, "negative_invoice", "BillingWatchNegativeInvoice")
+
+
+def test_negative_invoice_is_a_credit_for_the_record(env: Env) -> None:
+    # A negative total credits the customer's balance: no money moves, so it is info (the webhook only).
     cus = customer("neg")
     event = negative_invoice(cus)
     assert env.post(event) == 200
 
     alert = env.notified(detector="negative_invoice", customer=cus)[0]
     assert alert["labels"]["alertname"] == "BillingWatchNegativeInvoice"
+    assert alert["labels"]["severity"] == "info"
     assert alert["labels"]["invoice"] == event["data"]["object"]["id"]
     assert event["data"]["object"]["id"] in alert["annotations"]["description"]
-    env.mailed(cus, "negative_invoice", "BillingWatchNegativeInvoice")
 
 
 def test_clean_stream_notifies_nobody(env: Env) -> None:
