@@ -10,13 +10,24 @@ from pathlib import Path
 
 import orjson
 
-from exporter.config import ConfigError, load_config
+from exporter.config import Config, ConfigError, load_config
 
 Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
 def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def load_config_or_report(path: str | None, command: str) -> Config | None:
+    """The config (defaults without a file), or None after printing why it is invalid."""
+    try:
+        return load_config(path, env={})
+    except ConfigError as exc:
+        _err(f"billingwatch {command}: invalid configuration:")
+        for e in exc.errors:
+            _err(f"  {e}")
+        return None
 
 
 # -- backtest ------------------------------------------------------------------------------------------------------
@@ -46,12 +57,8 @@ def _backtest(args: argparse.Namespace) -> int:
     if args.scrape_interval is not None and not 1 <= args.scrape_interval <= 3600:
         _err("billingwatch backtest: --scrape-interval must be between 1 and 3600 seconds")
         return 2
-    try:
-        config = load_config(args.config, env={})
-    except ConfigError as exc:
-        _err("billingwatch backtest: invalid configuration:")
-        for e in exc.errors:
-            _err(f"  {e}")
+    config = load_config_or_report(args.config, "backtest")
+    if config is None:
         return 1
     import logging
     import tempfile
