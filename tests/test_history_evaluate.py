@@ -12,6 +12,7 @@ import itertools
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,6 +75,18 @@ def test_scenario_selection_and_unknown_names() -> None:
     assert proc.returncode == 2 and "nope" in proc.stderr
     listing = _cli("evaluate", "--list")
     assert listing.returncode == 0 and all(name in listing.stdout for name in BY_NAME)
+
+
+def test_simulate_writes_a_scenarios_history_and_labels(tmp_path: Path) -> None:
+    history, manifest = tmp_path / "h.jsonl", tmp_path / "labels.json"
+    proc = _cli("simulate", "--scenario", "quick-mid-outage", "--output", str(history), "--manifest", str(manifest))
+    assert proc.returncode == 0, proc.stderr
+    labels = json.loads(manifest.read_text())
+    assert [lb["kind"] for lb in labels] == ["total_outage", "duplicate_charge"]
+    lines = [json.loads(line) for line in history.read_text().splitlines()]
+    scenario = BY_NAME["quick-mid-outage"]
+    assert all(scenario.start <= line["received"] < scenario.end for line in lines)
+    assert len(lines) > 5000
 
 
 def test_no_two_anomalies_of_a_scenario_compete_for_one_detectors_alerts() -> None:

@@ -138,6 +138,11 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", type=float, help="history mode: unix time of the first event (default: --days ago)")
     p.add_argument("--manifest", help="history mode: also write the injected anomalies (times, customers) as JSON")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1): the same seed, the same traffic")
+    p.add_argument(
+        "--scenario",
+        help="history mode: write an evaluation-corpus scenario instead (`billingwatch evaluate --list`); "
+        "--manifest then gets its labels",
+    )
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -172,6 +177,8 @@ def _simulate_history(args: argparse.Namespace) -> int:
 
     start = args.start if args.start is not None else time.time() - args.days * 86400
     try:
+        if args.scenario:
+            return _simulate_scenario(args)
         gen = HistoryGenerator(
             start=start, days=args.days, events_per_day=args.events_per_day, anomalies=args.anomaly, seed=args.seed
         )
@@ -190,6 +197,25 @@ def _simulate_history(args: argparse.Namespace) -> int:
     for inj in gen.injections:
         who = " ".join(x for x in (inj.customer, inj.subscription) if x)
         _err(f"  anomaly {inj.name} at {_iso(inj.start)}: {inj.note} {who}".rstrip())
+    return 0
+
+
+def _simulate_scenario(args: argparse.Namespace) -> int:
+    from exporter.history.corpus import BY_NAME
+    from exporter.history.generator import history_lines
+
+    if args.scenario not in BY_NAME:
+        raise ValueError(f"unknown scenario {args.scenario!r}; choose from {', '.join(BY_NAME)}")
+    pairs, labels = BY_NAME[args.scenario].generate()
+    with open(args.output, "wb") as out:
+        for line in history_lines(pairs):
+            out.write(orjson.dumps(line) + b"\n")
+    if args.manifest:
+        with open(args.manifest, "wb") as out:
+            out.write(orjson.dumps([lb.as_dict() for lb in labels], option=orjson.OPT_INDENT_2))
+    _err(f"wrote {len(pairs)} deliveries of scenario {args.scenario} to {args.output}")
+    for lb in labels:
+        _err(f"  {lb.kind} at {_iso(lb.start)}: {lb.note}")
     return 0
 
 
