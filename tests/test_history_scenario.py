@@ -248,3 +248,26 @@ def test_bad_specs_are_refused() -> None:
         gen(TrafficSpec(10), anomalies=(AnomalySpec("meteor", 0),))
     with pytest.raises(ValueError, match="does not fit"):
         gen(TrafficSpec(10), days=1, anomalies=(AnomalySpec("total_outage", 2 * DAY),))
+
+
+def test_every_snapshot_of_a_subscription_carries_its_current_period() -> None:
+    # A scheduled cancellation (cancel_at_period_end) does not start a new period: a snapshot claiming one would
+    # make an unpaid "renewal" out of nothing.
+    spec = TrafficSpec(300, subscription_share=0.5, monthly_churn=0.3, scheduled_cancel_share=1.0)
+    pairs = gen(spec, days=6).generate()
+    periods: dict[str, set[tuple[int, int]]] = defaultdict(set)
+    cancels = 0
+    for _, ev in pairs:
+        obj = ev["data"]["object"]
+        if ev["type"].startswith("customer.subscription.") and obj["status"] in ("active", "past_due"):
+            item = obj["items"]["data"][0]
+            periods[obj["id"]].add((item["current_period_start"], item["current_period_end"]))
+            cancels += obj["cancel_at_period_end"]
+    assert cancels > 20
+    for sub_id, seen in periods.items():
+        starts = sorted(start for start, _ in seen)
+        # One period per renewal at most (a renewal in these six days starts the next one), never more.
+        assert len(seen) <= 2, (sub_id, seen)
+        assert all(end > start for start, end in seen)
+        if len(starts) == 2:
+            assert (starts[1] - starts[0]) > 27 * DAY

@@ -77,7 +77,7 @@ def anomaly_rows(scores: list[Score]) -> list[tuple[str, ...]]:
 def false_rows(scores: list[Score]) -> list[tuple[str, ...]]:
     rows = [("SCENARIO", "EVAL DAYS", "DETECTOR", "FALSE ALERTS", "FALSE ALERT-HOURS")]
     for s in scores:
-        days = f"{(s.eval_end - s.eval_start) / 86400:g}"
+        days = f"{(s.eval_end - s.eval_start) / 86400:.1f}"
         by = s.false_by_detector()
         if not by:
             rows.append((s.scenario, days, "-", "0", "0"))

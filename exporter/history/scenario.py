@@ -154,6 +154,7 @@ class _Sub:
     currency: str
     amount: int
     due: float
+    period_start: float = 0.0  # the current period's start: every snapshot of the subscription carries it
     cancel_at_end: bool = False
     alive: bool = True
 
@@ -361,13 +362,15 @@ class ScenarioGenerator(HistoryGenerator):
 
     def _new_sub(self, due: float) -> _Sub:
         currency = self._currency()
-        sub = _Sub(self._id("sub"), self._id("cus"), currency, self._price(currency), due)
+        # Until it renews, a subscription of the initial base is in a period that began about a month before `due`.
+        sub = _Sub(self._id("sub"), self._id("cus"), currency, self._price(currency), due, 2 * due - add_month(due))
         self._subs.append(sub)
         self._schedule(due, "renew", sub)
         return sub
 
     def _signup(self, t: float) -> None:
         sub = self._new_sub(add_month(t))
+        sub.period_start = t
         inv_id = self._id("in")
         self._emit("customer.subscription.created", self._sub_obj(sub, t, "incomplete", t), t)
         self._emit("invoice.created", self._invoice(sub, t, "draft", "subscription_create", inv_id, sub.due, sent=t), t)
@@ -398,6 +401,7 @@ class ScenarioGenerator(HistoryGenerator):
             self._emit("customer.subscription.deleted", self._sub_obj(sub, t, "canceled", t), t)
             return
         period_start, sub.due = t, add_month(t)
+        sub.period_start = t
         inv_id = self._id("in")
         self._emit("invoice.created", self._invoice(sub, t, "draft", "subscription_cycle", inv_id, sub.due, sent=t), t)
         # Stripe finalizes and charges a renewal about an hour after creating it.
@@ -443,10 +447,10 @@ class ScenarioGenerator(HistoryGenerator):
         sub = self.rng.choice(live)
         if self.rng.random() < self.spec.scheduled_cancel_share:
             sub.cancel_at_end = True
-            self._emit("customer.subscription.updated", self._sub_obj(sub, t, "active", t), t)
+            self._emit("customer.subscription.updated", self._sub_obj(sub, t, "active", sub.period_start), t)
         else:
             sub.alive = False
-            obj = self._sub_obj(sub, t, "canceled", t)
+            obj = self._sub_obj(sub, t, "canceled", sub.period_start)
             obj["canceled_at"] = obj["ended_at"] = int(t)
             self._emit("customer.subscription.deleted", obj, t)
 
