@@ -271,3 +271,23 @@ def test_every_snapshot_of_a_subscription_carries_its_current_period() -> None:
         assert all(end > start for start, end in seen)
         if len(starts) == 2:
             assert (starts[1] - starts[0]) > 27 * DAY
+
+
+def test_a_past_due_subscription_is_never_reported_active_before_its_retry_pays() -> None:
+    # Every renewal and every retry declines: once past_due, a subscription may only be cancelled.
+    spec = TrafficSpec(300, subscription_share=0.5, renewal_decline_rate=1.0, monthly_churn=0.5,
+                       scheduled_cancel_share=1.0, decline_rate=0.0)  # fmt: skip
+    g = gen(spec, days=5)
+    pairs = g.generate()
+    past_due: dict[str, int] = {}
+    later_active = []
+    for _, ev in sorted(pairs, key=lambda p: p[1]["created"]):
+        obj = ev["data"]["object"]
+        if not ev["type"].startswith("customer.subscription."):
+            continue
+        if obj["status"] == "past_due":
+            past_due.setdefault(obj["id"], ev["created"])
+        elif obj["status"] == "active" and obj["id"] in past_due:
+            later_active.append(obj["id"])
+    assert len(past_due) > 50
+    assert later_active == []

@@ -157,6 +157,7 @@ class _Sub:
     period_start: float = 0.0  # the current period's start: every snapshot of the subscription carries it
     cancel_at_end: bool = False
     alive: bool = True
+    past_due: bool = False  # a renewal failed and waits for its retry
 
 
 def poisson(rng: random.Random, lam: float) -> int:
@@ -422,6 +423,7 @@ class ScenarioGenerator(HistoryGenerator):
             paid = self._invoice(sub, created, "paid", "subscription_cycle", inv_id, sub.due, sent=t)
             self._emit("invoice.paid", paid, t + 2)
             self._emit("invoice.payment_succeeded", paid, t + 2)
+            sub.past_due = False
             self._emit("customer.subscription.updated", self._sub_obj(sub, t + 3, "active", period_start), t + 3)
             self._schedule(sub.due, "renew", sub)
             return
@@ -435,6 +437,7 @@ class ScenarioGenerator(HistoryGenerator):
             sub.alive = False
             self._emit("customer.subscription.deleted", self._sub_obj(sub, t + 3, "canceled", period_start), t + 3)
             return
+        sub.past_due = True
         self._emit("customer.subscription.updated", self._sub_obj(sub, t + 3, "past_due", period_start), t + 3)
         # Smart Retries: an off-session retry of the same invoice days later.
         self._retries[inv_id] = period_start
@@ -447,7 +450,8 @@ class ScenarioGenerator(HistoryGenerator):
         sub = self.rng.choice(live)
         if self.rng.random() < self.spec.scheduled_cancel_share:
             sub.cancel_at_end = True
-            self._emit("customer.subscription.updated", self._sub_obj(sub, t, "active", sub.period_start), t)
+            status = "past_due" if sub.past_due else "active"
+            self._emit("customer.subscription.updated", self._sub_obj(sub, t, status, sub.period_start), t)
         else:
             sub.alive = False
             obj = self._sub_obj(sub, t, "canceled", sub.period_start)
@@ -518,6 +522,10 @@ class ScenarioGenerator(HistoryGenerator):
             succeeded = s.charges_per_day * step / DAY * f * (1 - s.decline_rate)
             subs_now = base_subs * (1 + s.growth_per_week) ** ((t - self.start) / WEEK)
             churn = subs_now * s.monthly_churn / (30.4 * DAY) * step * f
+            spike = self._window("churn_spike", t)
+            if spike is not None:
+                # Drawn in the loop, like normal churn, so that each cancellation sees the subscription as it is then.
+                churn *= spike[1].size or 5.0
             signups = subs_now * (s.monthly_churn / 30.4 + max(0.0, weekly_growth)) / DAY * step * f
             for rate, make in (
                 (succeeded * s.dispute_rate, self._dispute), (succeeded * s.efw_rate, self._efw),
@@ -630,10 +638,8 @@ class ScenarioGenerator(HistoryGenerator):
     def _add_churn_spike(self, i: int, a: AnomalySpec, label: Label) -> None:
         factor = a.size or 5.0
         base = self.spec.charges_per_day * self.spec.subscription_share * self.spec.monthly_churn
-        extra = max(10, round((factor - 1) * base * a.duration / DAY))
-        for t in self._spread(label, extra):
-            self._cancel(t)
-        label.note = f"cancellations at {factor:g}x the own rate for {a.duration / HOUR:g} h ({extra} extra)"
+        extra = round((factor - 1) * base * a.duration / DAY)
+        label.note = f"cancellations at {factor:g}x the own rate for {a.duration / HOUR:g} h (~{extra} extra)"
 
     def _add_webhook_lag(self, i: int, a: AnomalySpec, label: Label) -> None:
         label.note = f"endpoint unreachable for {a.duration / 60:.0f} min: deliveries wait for Stripe's retries"
