@@ -198,7 +198,7 @@ COMMANDS: list[Command] = [
 def _extra_commands() -> list[Command]:
     """Commands that live in their own modules, imported lazily so `serve` starts fast."""
     found: list[Command] = []
-    for module_name in ("exporter.rulegen.command", "exporter.history.command"):
+    for module_name in ("exporter.rulegen.command", "exporter.history.command", "exporter.history.evaluate"):
         try:
             module = __import__(module_name, fromlist=["COMMANDS"])
         except ModuleNotFoundError as exc:

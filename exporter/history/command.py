@@ -12,13 +12,24 @@ from pathlib import Path
 
 import orjson
 
-from exporter.config import ConfigError, load_config
+from exporter.config import Config, ConfigError, load_config
 
 Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
 def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def load_config_or_report(path: str | None, command: str) -> Config | None:
+    """The config (defaults without a file), or None after printing why it is invalid."""
+    try:
+        return load_config(path, env={})
+    except ConfigError as exc:
+        _err(f"billingwatch {command}: invalid configuration:")
+        for e in exc.errors:
+            _err(f"  {e}")
+        return None
 
 
 # -- backtest ------------------------------------------------------------------------------------------------------
@@ -48,12 +59,8 @@ def _backtest(args: argparse.Namespace) -> int:
     if args.scrape_interval is not None and not 1 <= args.scrape_interval <= 3600:
         _err("billingwatch backtest: --scrape-interval must be between 1 and 3600 seconds")
         return 2
-    try:
-        config = load_config(args.config, env={})
-    except ConfigError as exc:
-        _err("billingwatch backtest: invalid configuration:")
-        for e in exc.errors:
-            _err(f"  {e}")
+    config = load_config_or_report(args.config, "backtest")
+    if config is None:
         return 1
     import logging
     import tempfile
@@ -138,6 +145,11 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
         help="random seed: the same seed, the same traffic (default: 1 for --output; a new one for every live run, "
         "so that a second run sends new ids, customers and charges rather than redeliveries of the first)",
     )
+    p.add_argument(
+        "--scenario",
+        help="history mode: write an evaluation-corpus scenario instead (`billingwatch evaluate --list`); "
+        "--manifest then gets its labels",
+    )
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -171,6 +183,8 @@ def _simulate_history(args: argparse.Namespace) -> int:
 
     start = args.start if args.start is not None else time.time() - args.days * 86400
     try:
+        if args.scenario:
+            return _simulate_scenario(args)
         gen = HistoryGenerator(
             start=start, days=args.days, events_per_day=args.events_per_day, anomalies=args.anomaly,
             seed=1 if args.seed is None else args.seed,
@@ -196,6 +210,25 @@ def _simulate_history(args: argparse.Namespace) -> int:
     for inj in gen.injections:
         who = " ".join(x for x in (inj.customer, inj.subscription) if x)
         _err(f"  anomaly {inj.name} at {_iso(inj.start)}: {inj.note} {who}".rstrip())
+    return 0
+
+
+def _simulate_scenario(args: argparse.Namespace) -> int:
+    from exporter.history.corpus import BY_NAME
+    from exporter.history.generator import history_lines
+
+    if args.scenario not in BY_NAME:
+        raise ValueError(f"unknown scenario {args.scenario!r}; choose from {', '.join(BY_NAME)}")
+    pairs, labels = BY_NAME[args.scenario].generate()
+    with open(args.output, "wb") as out:
+        for line in history_lines(pairs):
+            out.write(orjson.dumps(line) + b"\n")
+    if args.manifest:
+        with open(args.manifest, "wb") as out:
+            out.write(orjson.dumps([lb.as_dict() for lb in labels], option=orjson.OPT_INDENT_2))
+    _err(f"wrote {len(pairs)} deliveries of scenario {args.scenario} to {args.output}")
+    for lb in labels:
+        _err(f"  {lb.kind} at {_iso(lb.start)}: {lb.note}")
     return 0
 
 

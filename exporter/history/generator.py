@@ -254,11 +254,14 @@ class HistoryGenerator:
         refundable = [p for p in PRICE_CYCLE if p[0] in ("usd", "eur")]
         currency, amount = refundable[self._refund_pos % len(refundable)]
         self._refund_pos += 1
-        created = int(t - self.rng.uniform(1, 20) * DAY)
+        self._emit_refund(t, currency, amount, amount, created=int(t - self.rng.uniform(1, 20) * DAY))
+
+    def _emit_refund(self, t: float, currency: str, amount: int, refunded: int, *, created: int) -> None:
+        """charge.refunded at t for a charge of `amount` created at `created`, `refunded` of it given back."""
         ch = self._obj(
             samples.charge(
                 amount=amount, currency=currency, customer=self._id("cus"), created=created,
-                charge_id=self._id("ch"), amount_refunded=amount,
+                charge_id=self._id("ch"), amount_refunded=refunded,
             )
         )  # fmt: skip
         self._emit("charge.refunded", ch, t)
