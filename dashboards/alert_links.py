@@ -26,6 +26,8 @@ ALERT_PANELS: dict[str, tuple[str, str]] = {
     "BillingWatchStripeDeliveryFailing": ("operations", "Missed deliveries"),
     "BillingWatchNoEvents": ("operations", "Last event age"),
     "BillingWatchSignatureFailures": ("operations", "Invalid signatures"),
+    "BillingWatchSignatureStale": ("operations", "Webhook requests by outcome"),
+    "BillingWatchWatchdog": ("overview", "Alerts firing"),
     "BillingWatchExporterDown": ("operations", "Exporter up"),
     "BillingWatchEventProcessingErrors": ("operations", "Processing errors by stage"),
     "BillingWatchAnomalySeriesDropped": ("operations", "Anomaly series dropped"),

@@ -136,8 +136,9 @@ if [ "$DEMO" = 1 ]; then
 fi
 serve_args=(serve --listen "$WEBHOOK_LISTEN" --metrics-listen "$METRICS_LISTEN" --state "$DATA/billingwatch-state.sqlite3")
 start exporter "$REPO/.venv/bin/billingwatch" "${serve_args[@]}"
+# 35 days of retention: revenue_drop compares with the same hours of the previous four weeks (rules.revenue_drop).
 start prometheus prometheus --config.file="$RUN_DIR/prometheus.yml" --storage.tsdb.path="$DATA/prometheus" \
-  --web.listen-address="127.0.0.1:$PROMETHEUS_PORT"
+  --storage.tsdb.retention.time=35d --web.listen-address="127.0.0.1:$PROMETHEUS_PORT"
 start alertmanager prometheus-alertmanager --config.file="$RUN_DIR/alertmanager.yml" \
   --storage.path="$DATA/alertmanager" --web.listen-address="127.0.0.1:$ALERTMANAGER_PORT" --cluster.listen-address=
 
