@@ -18,6 +18,7 @@ ALERT_PANELS: dict[str, tuple[str, str]] = {
     "BillingWatchCustomAnomaly": ("overview", "Active anomalies"),
     "BillingWatchRevenueDrop": ("overview", "Revenue vs baseline"),
     "BillingWatchRefundRatioHigh": ("overview", "Refund ratio"),
+    "BillingWatchChurnSpike": ("overview", "Subscriptions by status"),
     "BillingWatchChargeFailureSpike": ("overview", "Charge failure ratio"),
     "BillingWatchDisputeSpike": ("overview", "Dispute ratio vs network thresholds"),
     "BillingWatchMonthlyDisputeRatioHigh": ("overview", "Dispute ratio vs network thresholds"),

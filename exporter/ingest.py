@@ -155,7 +155,7 @@ class Ingestor:
                 m.last_event_created.set(created)
         obj = event["data"]["object"]
         try:
-            self.accounting.apply(event_type, obj)
+            self.accounting.apply(event_type, obj, event["data"].get("previous_attributes"))
         except Exception:
             m.processing_errors.labels("metrics").inc()
             logs.error("event accounting failed", event_id=event_id_safe(event), type=event_type[:100])

@@ -26,7 +26,7 @@ SEVERITIES = {"critical", "warning", "info"}
 def test_promtool_check_rules() -> None:
     promtool = require_binary("promtool")
     files = [str(p) for p in rule_files()]
-    assert len(files) == 5
+    assert len(files) == 6
     result = subprocess.run([promtool, "check", "rules", *files], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("SUCCESS") == len(files)

@@ -20,6 +20,7 @@ class GroupIntervals:
     revenue: str
     webhooks: str
     exporter: str
+    churn: str
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,18 @@ class RevenueDropRules:
 
 
 @dataclass(frozen=True)
+class ChurnRules:
+    window: str
+    baseline_weeks: int
+    min_baseline_weeks: int
+    min_cancellations: int
+    min_increase_factor: float
+    false_alarm_probability: float
+    for_duration: str
+    keep_firing_for: str
+
+
+@dataclass(frozen=True)
 class WebhookLagRules:
     window: str
     quantile: float
@@ -124,6 +137,7 @@ class RulesConfig:
     dispute_monthly: MonthlyDisputeRules
     refunds: RefundRules
     revenue_drop: RevenueDropRules
+    churn_spike: ChurnRules
     webhook_lag: WebhookLagRules
     webhook_delivery: WebhookDeliveryRules
     exporter: ExporterRules
@@ -150,6 +164,11 @@ class RulesConfig:
                 errors.append("rules.revenue_drop: windows must be whole hours, short_window <= window <= 7d")
         except ValueError:
             pass  # already reported by _check_tree
+        ch = self.churn_spike
+        if not 1 <= ch.min_baseline_weeks <= ch.baseline_weeks <= 8:
+            errors.append("rules.churn_spike: need 1 <= min_baseline_weeks <= baseline_weeks <= 8")
+        if not 0 < ch.false_alarm_probability < 0.5 or ch.min_increase_factor < 1:
+            errors.append("rules.churn_spike: false_alarm_probability in (0, 0.5), min_increase_factor >= 1")
         wl = self.webhook_lag
         if wl.warning_seconds >= wl.critical_seconds:
             errors.append("rules.webhook_lag: warning_seconds must be below critical_seconds")
