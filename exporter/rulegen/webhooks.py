@@ -55,7 +55,7 @@ def group(cfg: RulesConfig) -> dict[str, Any]:
     bucket = sel(cfg, "stripe_event_delivery_delay_seconds_bucket")
 
     def late(seconds: int) -> str:
-        return f"job:stripe_event_delivery_delay_seconds_over{seconds}s:increase{w}"
+        return f"job:stripe_event_delivery_delay_seconds_late:over{seconds}s_increase{w}"
 
     def late_record(seconds: int) -> dict[str, Any]:
         # First deliveries later than the threshold: all events minus those in the threshold's bucket (the
