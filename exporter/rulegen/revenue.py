@@ -91,6 +91,10 @@ class Names:
         return f"count by ({level.replace('_', ', ')}) ({self.weekly(name)})"
 
 
+def up_record(window: str) -> str:
+    return f"job:up:avg_over_time{window}"
+
+
 HOURLY_AMOUNT = "currency_livemode:stripe_charge_amount:increase1h"
 HOURLY_CHARGES = "currency_livemode:stripe_charges_succeeded:increase1h"
 
@@ -102,6 +106,11 @@ def revenue_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
         # Level 1: hourly increases from raw samples, recorded every evaluation; nothing later reads raw samples.
         record(HOURLY_AMOUNT, counter_increase(sel(cfg, "stripe_charge_amount_total"), "1h", BY)),
         record(HOURLY_CHARGES, succeeded_increase_by(cfg, "1h", BY)),
+    ]
+    # The share of the window the exporter was scraped, read once per evaluation instead of once per alert.
+    rules += [
+        record(up_record(w), f"min by (job) (avg_over_time({sel(cfg, 'up')}[{w}]))")
+        for w in dict.fromkeys((r.short_window, r.window))
     ]
     for window in dict.fromkeys((r.short_window, r.window)):
         rules += window_records(cfg, Names(window))
@@ -168,7 +177,7 @@ def _significant(cfg: RulesConfig, n: Names, observed: str, usual: str, by: str)
         f"and on ({by})\n({observed} or {usual} * 0) < clamp_min(sqrt({usual}) - {poisson_margin(cfg)}, 0) ^ 2\n"
         f"and on ({by})\n{usual} >= {r.min_expected_charges}\n"
         f"and on ({by})\n{n.weeks(observed)} >= {r.min_baseline_weeks}\n"
-        f"and on ()\nmin(avg_over_time({sel(cfg, 'up')}[{n.window}])) >= {r.min_up_ratio}"
+        f"and on ()\nmin({up_record(n.window)}) >= {r.min_up_ratio}"
     )
 
 
