@@ -190,10 +190,10 @@ def build() -> dict[str, Any]:
     g.add(
         m.timeseries(
             f"Collected revenue (rolling {drop.window}) vs baseline",
-            f"Captured amount of successful charges over the last {drop.window}, per currency, against the average of "
-            f"the previous {drop.baseline_windows} windows (dashed) and the level at which BillingWatchRevenueDrop "
-            f"warns ({_pct(drop.warning_drop_ratio)} below the baseline, dotted). The baseline needs "
-            f"{drop.baseline_windows + 1} days of history.",
+            f"Captured amount of successful charges over the last {drop.window}, per currency, against the median of "
+            f"the same {drop.window} of the previous {drop.baseline_weeks} weeks (dashed) and the level at which "
+            f"BillingWatchRevenueDrop warns ({_pct(drop.warning_drop_ratio)} below the baseline, dotted; it also "
+            f"needs significantly fewer charges). The baseline needs {drop.min_baseline_weeks} weeks of history.",
             [
                 m.target(per_currency(rec.revenue), "{{currency}}"),
                 m.target(per_currency(rec.revenue_baseline), "{{currency}} baseline"),
@@ -218,8 +218,8 @@ def build() -> dict[str, Any]:
             "Revenue vs baseline",
             f"Collected revenue of the last {drop.window} as a share of its baseline, per currency. "
             f"BillingWatchRevenueDrop warns below {_pct(1 - drop.warning_drop_ratio)} and is critical below "
-            f"{_pct(1 - drop.critical_drop_ratio)} (when the baseline averages at least {drop.min_baseline_charges} "
-            "charges).",
+            f"{_pct(1 - drop.critical_drop_ratio)} (when the baseline has at least {drop.min_expected_charges} "
+            "charges and the count of charges is significantly low too).",
             [m.target(f"{per_currency(rec.revenue)} / ({per_currency(rec.revenue_baseline)} > 0)", "{{currency}}")],
             unit="percentunit",
             thresholds=m.steps(

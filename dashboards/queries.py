@@ -65,7 +65,7 @@ class Recorded:
     def from_config(cls, cfg: RulesConfig) -> Recorded:
         failures = cfg.charge_failure_spike.window
         day = cfg.fraud_spike.window
-        revenue, n = cfg.revenue_drop.window, cfg.revenue_drop.baseline_windows
+        revenue = cfg.revenue_drop.window
         refunds = cfg.refunds.window
         lag = cfg.webhook_lag
         return cls(
@@ -73,8 +73,8 @@ class Recorded:
             dispute_ratio_day=f"job:stripe_disputes:ratio_rate{day}",
             dispute_ratio_month=f"job:stripe_disputes:ratio_rate{cfg.dispute_monthly.window}",
             early_fraud_warning_ratio_day=f"job:stripe_early_fraud_warnings:ratio_rate{day}",
-            revenue=f"currency:stripe_charge_amount:increase{revenue}",
-            revenue_baseline=f"currency:stripe_charge_amount:avg_increase{revenue}_prev{n}",
+            revenue=f"currency_livemode:stripe_charge_amount:increase{revenue}",
+            revenue_baseline=f"currency_livemode:stripe_charge_amount:seasonal_median{revenue}",
             refunded=f"currency:stripe_refund_amount:increase{refunds}",
             refund_ratio=f"currency:stripe_refund_amount:ratio_rate{refunds}",
             delivery_delay_quantile=(

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from exporter.bounds import sane_amount
+from exporter.churn_signals import ChurnSignals
 from exporter.metrics import Children, Metrics
 from exporter.modes import mode_label
 from exporter.money import normalize_currency, to_major
@@ -60,6 +61,7 @@ class Accounting:
         self._invoices_paid = Children(m.invoices_paid)
         self._invoice_amount_paid = Children(m.invoice_amount_paid)
         self._invoice_payment_failures = Children(m.invoice_payment_failures)
+        self.churn = ChurnSignals(metrics, state)
         self._handlers: dict[str, Handler] = {
             "charge.succeeded": self._charge_succeeded,
             "charge.captured": self._charge_captured,
@@ -81,10 +83,12 @@ class Accounting:
         }
 
     def apply(self, event_type: str, obj: dict[str, Any], event: dict[str, Any] | None = None) -> None:
+        event = event or {}
         handler = self._handlers.get(event_type)
         if handler is not None:
-            event = event or {}
             handler(obj, mode_label(event.get("livemode")), event)
+        data = event.get("data")
+        self.churn.apply(event_type, obj, data.get("previous_attributes") if isinstance(data, dict) else None)
 
     def _currency(self, obj: dict[str, Any]) -> tuple[str, str | None]:
         """(label value, currency code usable for amounts or None)."""

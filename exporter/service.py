@@ -17,6 +17,7 @@ from aiohttp import web
 
 from exporter import __version__, http_logs, logs, runbook
 from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
+from exporter.churn_signals import CANCELED_NS, CANCELED_RETENTION_SECONDS
 from exporter.config import Config, parse_hostport, resolve_secret_files
 from exporter.detectors.registry import build_detectors
 from exporter.http_guard import ConnectionGuard, connection_cap, open_files_limit, raise_fd_limit
@@ -211,6 +212,7 @@ class Service:
                     next_prune = now + PRUNE_INTERVAL_SECONDS
                     self.state.prune(now)
                     self.state.prune_namespace(REFUNDS_NS, now - REFUNDS_RETENTION_SECONDS)
+                    self.state.prune_namespace(CANCELED_NS, now - CANCELED_RETENTION_SECONDS)
                     self.metrics.state_seen_ids.set(self.state.seen_count())
             except Exception:
                 logs.error("housekeeping failed")

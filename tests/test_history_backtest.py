@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import REPO, require_binary
 
 START = 1767225600  # 2026-01-01 00:00 UTC
-DAYS = 10  # revenue_drop needs a seven-day baseline before the drop
+DAYS = 16  # revenue_drop needs two weeks of history before the drop (its cold start)
 EVENTS_PER_DAY = 1500
 SCRAPE = "60"
 ALL_ANOMALIES = (

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
+from exporter.accounting import Accounting
 from exporter.config import build_config
 from exporter.detectors.board import AnomalyBoard
 from exporter.metrics import Metrics
@@ -40,7 +41,7 @@ def test_promtool_check_config() -> None:
     promtool = require_binary("promtool")
     result = subprocess.run([promtool, "check", "config", str(CONFIG)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 5 rule files found" in result.stdout
+    assert "SUCCESS: 6 rule files found" in result.stdout
 
 
 def test_scrape_rules_and_alerting_targets() -> None:
@@ -60,6 +61,7 @@ def _registry(tmp: Path) -> tuple[CollectorRegistry, Metrics, AnomalyBoard]:
     board = AnomalyBoard(metrics.registry, state)
     # The missed-delivery poller only runs with STRIPE_API_KEY; its metrics are part of what the exporter exposes.
     MissedDeliveryPoller(build_config().poller, "rk_unused", metrics.registry, state, None)  # type: ignore[arg-type]
+    Accounting(metrics, state)  # registers the accounting's own counters (churn signals)
     return metrics.registry, metrics, board
 
 
@@ -138,9 +140,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     cfg["scrape_configs"][0]["scrape_timeout"] = "1s"
     cfg["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{_free_port()}"]}]
     (work / "prometheus.yml").write_text(yaml.safe_dump(cfg))
-    fast = build_config(
-        {"rules": {"intervals": {k: "1s" for k in ("anomalies", "payments", "revenue", "webhooks", "exporter")}}}
-    )
+    groups = ("anomalies", "payments", "revenue", "webhooks", "exporter", "churn")
+    fast = build_config({"rules": {"intervals": {k: "1s" for k in groups}}})
     (work / "rules").mkdir()
     for name, text in render(fast.rules).items():
         (work / "rules" / name).write_text(text)
@@ -191,7 +192,7 @@ def test_real_prometheus_evaluates_every_rule_without_error(prometheus: str) -> 
     def evaluated() -> list[dict[str, Any]] | None:
         groups = _get(f"{prometheus}/api/v1/rules")["data"]["groups"]
         rules = [r for g in groups for r in g["rules"]]
-        if len(groups) == 5 and all(r["lastEvaluation"] > "2000" for r in rules):
+        if len(groups) == 6 and all(r["lastEvaluation"] > "2000" for r in rules):
             return rules
         return None
 

@@ -27,7 +27,7 @@ RULE = "prometheus-rule"
 DESCRIPTIONS: dict[str, str] = {
     "charge_failure_spike": "Share of failed charges over a recent window well above normal (PromQL rule).",
     "fraud_spike": "Disputes and early fraud warnings against successful charges above a threshold (PromQL rule).",
-    "revenue_drop": "Captured revenue far below the same window a week earlier (PromQL rule).",
+    "revenue_drop": "Captured revenue far below the same hours of previous weeks, on too few charges (PromQL rule).",
     "webhook_lag": "Events arrive late or not at all (delivery delay, time since the last event) (PromQL rule).",
     "duplicate_charge": "Two distinct successful charges of one payer, same amount and currency, close in time.",
     "negative_invoice": "An invoice with a negative total, or a single refund or credit note above a threshold.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from exporter.metrics import DELAY_BUCKETS
 from exporter.rulegen.durations import parse_duration
 
 
@@ -19,6 +20,7 @@ class GroupIntervals:
     revenue: str
     webhooks: str
     exporter: str
+    churn: str
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,28 @@ class RefundRules:
 @dataclass(frozen=True)
 class RevenueDropRules:
     window: str
-    baseline_windows: int
+    short_window: str
+    baseline_weeks: int
+    min_baseline_weeks: int
     warning_drop_ratio: float
     critical_drop_ratio: float
-    min_baseline_charges: int
+    min_expected_charges: int
+    false_alarm_probability: float
     min_up_ratio: float
     for_duration: str
+    keep_firing_for: str
+
+
+@dataclass(frozen=True)
+class ChurnRules:
+    window: str
+    baseline_weeks: int
+    min_baseline_weeks: int
+    min_cancellations: int
+    min_increase_factor: float
+    false_alarm_probability: float
+    for_duration: str
+    keep_firing_for: str
 
 
 @dataclass(frozen=True)
@@ -80,6 +98,7 @@ class WebhookLagRules:
     warning_seconds: int
     critical_seconds: int
     min_events: int
+    min_late_events: int
     for_duration: str
 
 
@@ -95,10 +114,14 @@ class WebhookDeliveryRules:
 class ExporterRules:
     down_for: str
     silence: str
+    silence_long: str
     silence_min_usual_events: int
+    poller_silence: str
     signature_failures_window: str
     signature_failures_min: int
     signature_failures_critical_ratio: float
+    signature_failures_recent: str
+    signature_failures_for: str
     errors_window: str
 
 
@@ -114,6 +137,7 @@ class RulesConfig:
     dispute_monthly: MonthlyDisputeRules
     refunds: RefundRules
     revenue_drop: RevenueDropRules
+    churn_spike: ChurnRules
     webhook_lag: WebhookLagRules
     webhook_delivery: WebhookDeliveryRules
     exporter: ExporterRules
@@ -130,11 +154,28 @@ class RulesConfig:
         rd = self.revenue_drop
         if rd.warning_drop_ratio >= rd.critical_drop_ratio:
             errors.append("rules.revenue_drop: warning_drop_ratio must be below critical_drop_ratio")
-        if rd.baseline_windows < 1:
-            errors.append("rules.revenue_drop.baseline_windows: must be at least 1")
+        if not 1 <= rd.min_baseline_weeks <= rd.baseline_weeks <= 8:
+            errors.append("rules.revenue_drop: need 1 <= min_baseline_weeks <= baseline_weeks <= 8")
+        if not 0 < rd.false_alarm_probability < 0.5:
+            errors.append("rules.revenue_drop.false_alarm_probability: must be between 0 and 0.5")
+        try:
+            hour, short, long = (parse_duration(x) for x in ("1h", rd.short_window, rd.window))
+            if not (hour <= short <= long <= 7 * 86400 and short % hour == 0 and long % hour == 0):
+                errors.append("rules.revenue_drop: windows must be whole hours, short_window <= window <= 7d")
+        except ValueError:
+            pass  # already reported by _check_tree
+        ch = self.churn_spike
+        if not 1 <= ch.min_baseline_weeks <= ch.baseline_weeks <= 8:
+            errors.append("rules.churn_spike: need 1 <= min_baseline_weeks <= baseline_weeks <= 8")
+        if not 0 < ch.false_alarm_probability < 0.5 or ch.min_increase_factor < 1:
+            errors.append("rules.churn_spike: false_alarm_probability in (0, 0.5), min_increase_factor >= 1")
         wl = self.webhook_lag
         if wl.warning_seconds >= wl.critical_seconds:
             errors.append("rules.webhook_lag: warning_seconds must be below critical_seconds")
+        # The rules count deliveries beyond each threshold from its bucket, so each must be a bucket bound.
+        for name in ("warning_seconds", "critical_seconds"):
+            if getattr(wl, name) not in DELAY_BUCKETS:
+                errors.append(f"rules.webhook_lag.{name}: must be a bucket bound: {DELAY_BUCKETS}")
         if not 0 < wl.quantile < 1:
             errors.append("rules.webhook_lag.quantile: must be between 0 and 1")
         for section, name in (("dispute_monthly", "window"),):

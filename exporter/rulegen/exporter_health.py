@@ -1,5 +1,6 @@
-"""The exporter's own health: down or not scraped, silent while traffic is normal, signature failures, errors and
-dropped anomaly series. These alerts carry detector="exporter"."""
+"""The exporter's own health: down or not scraped, silent while traffic is normal, signature failures (a wrong
+secret apart from scanners, stale timestamps apart from both), errors and dropped anomaly series, all with
+detector="exporter"; and the always-firing Watchdog (detector="watchdog")."""
 
 from __future__ import annotations
 
@@ -12,31 +13,139 @@ from exporter.rulegen.promql import alert, counter_increase, percent, sel
 LABELS = {"detector": "exporter"}
 
 
+# Outcomes of requests that carried a well-formed Stripe-Signature header (contract 2): the deliveries Stripe
+# makes. missing_signature (no or unparsable header: scanners and probes) and too_large are not among them.
+WELL_FORMED = "accepted|duplicate|ignored|invalid_payload|invalid_signature|stale_signature"
+
+
+def no_events_alerts(cfg: RulesConfig) -> list[dict[str, Any]]:
+    """Silence that the traffic of the same hours one day and one week earlier makes improbable, over a short
+    window (busy accounts) and a long one (small accounts); and webhooks silent while the poller keeps finding
+    events Stripe did not deliver."""
+    e = cfg.exporter
+    events = sel(cfg, "stripe_events_total")
+    last = sel(cfg, "stripe_last_event_timestamp_seconds")
+
+    def silent(window: str) -> str:
+        usual = " and on (job)\n".join(
+            f"sum by (job) (increase({events}[{window}] offset {ago})) >= {e.silence_min_usual_events}\n"
+            for ago in ("1d", "1w")
+        )
+        return (
+            f"(\ntime() - max by (job) (max_over_time({last}[{window}])) > {parse_duration(window)}\n"
+            f"and on (job)\n{usual})"
+        )
+
+    windows = list(dict.fromkeys((e.silence, e.silence_long)))
+    accepted = sel(cfg, "billingwatch_webhook_requests_total", 'outcome=~"accepted|duplicate"')
+    fetched = sel(cfg, "billingwatch_events_fetched_total")
+    w = e.poller_silence
+    return [
+        alert(
+            cfg,
+            "BillingWatchNoEvents",
+            "\nor\n".join(silent(x) for x in windows),
+            for_duration="0s",
+            labels={**LABELS, "severity": "warning", "evidence": "silence"},
+            summary="No Stripe event has arrived for an unusually long time.",
+            description=(
+                "The last unique Stripe event arrived {{ $value | humanizeDuration }} ago, although the same hours "
+                f"one day and one week earlier each had at least {e.silence_min_usual_events} events (checked over "
+                f"{' and '.join(windows)}): with that many usually, a silence this long happens by chance less "
+                "than once in 20,000 times."
+            ),
+        ),
+        alert(
+            cfg,
+            "BillingWatchNoEvents",
+            (
+                f"sum by (job) (increase({fetched}[{w}])) >= 1\n"
+                f"unless on (job)\nsum by (job) (increase({accepted}[{w}])) > 0"
+            ),
+            for_duration="0s",
+            labels={**LABELS, "severity": "warning", "evidence": "poller"},
+            summary="No webhook has delivered an event, but the poller keeps finding events Stripe did not deliver.",
+            description=(
+                f"No webhook request was accepted over the last {w}, while the missed-delivery poller fetched "
+                '{{ $value | printf "%.0f" }} events from the Events API: Stripe is not reaching this endpoint '
+                "(disabled endpoint, wrong URL, TLS or firewall) even though the account is active."
+            ),
+        ),
+    ]
+
+
+def signature_alerts(cfg: RulesConfig, outcome: str, what: str, meaning: str) -> list[dict[str, Any]]:
+    """Warning on a few failures of `outcome` in the window; critical when they are most well-formed requests of
+    the recent window for `for`: a burst of junk ends within minutes, a wrong secret or a wrong clock does not."""
+    e = cfg.exporter
+    w = e.signature_failures_window
+    failed_sel = sel(cfg, "billingwatch_webhook_requests_total", f'outcome="{outcome}"')
+    checked_sel = sel(cfg, "billingwatch_webhook_requests_total", f'outcome=~"{WELL_FORMED}"')
+    recent_w = e.signature_failures_recent
+    failed = f"sum by (job) (increase({failed_sel}[{w}]))"
+    # The share is taken over the recent window: it is ~100 % within minutes of a broken rotation (the hour
+    # would still hold the deliveries accepted before it), and it vanishes when a burst of junk stops.
+    recent = f"sum by (job) (increase({failed_sel}[{recent_w}]))"
+    checked = f"sum by (job) (increase({checked_sel}[{recent_w}]))"
+    name = "BillingWatchSignatureFailures" if outcome == "invalid_signature" else "BillingWatchSignatureStale"
+    return [
+        alert(
+            cfg,
+            name,
+            f"{failed} >= {e.signature_failures_min}",
+            for_duration="0s",
+            labels={**LABELS, "severity": "warning"},
+            summary=f"Webhook requests {what}.",
+            description=(
+                f'{{{{ $value | printf "%.0f" }}}} well-formed webhook requests {what} over the last {w} '
+                f"(threshold {e.signature_failures_min}): {meaning}"
+            ),
+        ),
+        alert(
+            cfg,
+            name,
+            (
+                f"{recent}\n/\n({checked} > 0)\n>= {e.signature_failures_critical_ratio}\n"
+                f"and on (job)\n{failed} >= {e.signature_failures_min}"
+            ),
+            for_duration=e.signature_failures_for,
+            labels={**LABELS, "severity": "critical"},
+            summary=f"Almost all webhook deliveries {what}: events are being refused.",
+            description=(
+                "{{ $value | humanizePercentage }} of well-formed webhook requests over the last "
+                f"{recent_w} {what}, still so after {e.signature_failures_for} (critical from "
+                f"{percent(e.signature_failures_critical_ratio)}): {meaning} Stripe retries refused events for "
+                "three days; fix it and they arrive."
+            ),
+        ),
+    ]
+
+
+def watchdog(cfg: RulesConfig) -> dict[str, Any]:
+    """Always firing: an external dead man's switch that stops receiving it knows that Prometheus, the rules or
+    Alertmanager are down (docs/runbook.md#billingwatchwatchdog)."""
+    return alert(
+        cfg,
+        "BillingWatchWatchdog",
+        "vector(1)",
+        for_duration="0s",
+        labels={"detector": "watchdog", "severity": "info"},
+        summary="Always firing: proves that Prometheus evaluates the rules and Alertmanager delivers them.",
+        description=(
+            "This alert fires all the time on purpose. Route it to an external dead man's switch that alerts you "
+            "when it stops arriving: then Prometheus, its rule evaluation, Alertmanager or the path between them "
+            "is down and no other BillingWatch alert could reach you."
+        ),
+    )
+
+
 def group(cfg: RulesConfig) -> dict[str, Any]:
     e = cfg.exporter
     up = sel(cfg, "up")
-    requests = "billingwatch_webhook_requests_total"
-    sig_window = e.signature_failures_window
-    # Signatures made with no configured secret, and matching ones past the tolerance (a skewed clock here fails
-    # every real event just the same). Requests without a readable signature header (missing_signature) are
-    # scanners and probes, not Stripe: they page no one.
-    invalid_sel = sel(cfg, requests, 'outcome=~"invalid_signature|stale_signature"')
-    # Requests from Stripe that reached signature verification (too_large bodies are refused before it).
-    checked_sel = sel(
-        cfg, requests, 'outcome=~"accepted|duplicate|ignored|invalid_payload|invalid_signature|stale_signature"'
-    )
-    invalid = f"sum by (job) (increase({invalid_sel}[{sig_window}]))"
-    verified_or_not = f"sum by (job) (increase({checked_sel}[{sig_window}]))"
-    events = sel(cfg, "stripe_events_total")
     # Unlabelled, so it exists at 0 from the start: plain increase() sees the first drop.
     dropped = sel(cfg, "billingwatch_anomaly_series_dropped_total")
     # Labelled by stage and born at its first error, which plain increase() would miss.
     errors = sel(cfg, "billingwatch_event_processing_errors_total")
-    silence = e.silence
-    usual = " and on (job)\n".join(
-        f"sum by (job) (increase({events}[{silence}] offset {ago})) >= {e.silence_min_usual_events}\n"
-        for ago in ("1d", "1w")
-    )
     return {
         "name": "billingwatch-exporter",
         "interval": cfg.intervals.exporter,
@@ -54,51 +163,23 @@ def group(cfg: RulesConfig) -> dict[str, Any]:
                     f" for more than {e.down_for}."
                 ),
             ),
-            alert(
+            *no_events_alerts(cfg),
+            *signature_alerts(
                 cfg,
-                "BillingWatchNoEvents",
-                (
-                    f"time() - max by (job) (max_over_time({sel(cfg, 'stripe_last_event_timestamp_seconds')}"
-                    f"[{silence}])) > {parse_duration(silence)}\nand on (job)\n{usual}"
-                ),
-                for_duration="0s",
-                labels={**LABELS, "severity": "warning"},
-                summary="No Stripe event has arrived for an unusually long time.",
-                description=(
-                    "The last unique Stripe event arrived {{ $value | humanizeDuration }} ago, although the same "
-                    f"{silence} one day and one week earlier each had at least {e.silence_min_usual_events} events."
-                ),
+                "invalid_signature",
+                "fail signature verification",
+                "a fresh, well-formed Stripe signature that matches no configured secret: a wrong secret or a "
+                "secret rotation that missed this receiver (requests without a signature, scanners and probes, "
+                "are not counted here).",
             ),
-            alert(
+            *signature_alerts(
                 cfg,
-                "BillingWatchSignatureFailures",
-                f"{invalid} >= {e.signature_failures_min}",
-                for_duration="0s",
-                labels={**LABELS, "severity": "warning"},
-                summary="Webhook requests are failing signature verification.",
-                description=(
-                    f'{{{{ $value | printf "%.0f" }}}} requests failed signature verification over the last '
-                    f"{sig_window} (threshold {e.signature_failures_min}): a wrong or rotated secret, or this host's "
-                    "clock (outcome stale_signature), or someone replaying signed requests."
-                ),
+                "stale_signature",
+                "carry a valid signature with a stale timestamp",
+                "the signature matches a configured secret but its timestamp is outside the tolerance: this "
+                "host's clock is wrong (check NTP) or someone replays old deliveries.",
             ),
-            alert(
-                cfg,
-                "BillingWatchSignatureFailures",
-                (
-                    f"{invalid}\n/\n({verified_or_not} > 0)\n>= {e.signature_failures_critical_ratio}\n"
-                    f"and on (job)\n{invalid} >= {e.signature_failures_min}"
-                ),
-                for_duration="0s",
-                labels={**LABELS, "severity": "critical"},
-                summary="Almost every webhook request fails signature verification: events are being lost.",
-                description=(
-                    "{{ $value | humanizePercentage }} of webhook requests failed signature verification over the "
-                    f"last {sig_window} (critical from {percent(e.signature_failures_critical_ratio)}): the "
-                    "configured signing secret is almost certainly wrong, or this host's clock is off "
-                    "(see outcome stale_signature)."
-                ),
-            ),
+            watchdog(cfg),
             alert(
                 cfg,
                 "BillingWatchAnomalySeriesDropped",

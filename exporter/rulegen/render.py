@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from exporter.rulegen import anomalies, exporter_health, payments, revenue, webhooks
+from exporter.rulegen import anomalies, churn, exporter_health, payments, revenue, webhooks
 from exporter.rulegen.config import RulesConfig
 
 # File name -> the group it holds. One group per file keeps promtool tests able to load only what they test.
@@ -17,6 +17,7 @@ GROUPS: dict[str, Callable[[RulesConfig], dict[str, Any]]] = {
     "billingwatch-anomalies.yml": anomalies.group,
     "billingwatch-payments.yml": payments.group,
     "billingwatch-revenue.yml": revenue.group,
+    "billingwatch-churn.yml": churn.group,
     "billingwatch-webhooks.yml": webhooks.group,
     "billingwatch-exporter.yml": exporter_health.group,
 }

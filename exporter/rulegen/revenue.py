@@ -1,4 +1,4 @@
-"""revenue_drop and the refund-to-revenue ratio, per currency, as PromQL.
+"""revenue_drop (seasonal, per currency and across currencies) and the refund-to-revenue ratio, as PromQL.
 
 Revenue is stripe_charge_amount_total: money actually collected through successful (captured) charges. Invoice
 amounts are not added: an invoice paid by card also produces a charge, so adding invoice.paid amounts would count
@@ -7,10 +7,13 @@ it twice, and invoices marked paid out of band move no money through Stripe.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 from exporter.rulegen.config import RulesConfig
-from exporter.rulegen.durations import format_duration, parse_duration
+from exporter.rulegen.durations import parse_duration
 from exporter.rulegen.promql import alert, counter_increase, percent, query_value, record, sel
 
 
@@ -26,53 +29,246 @@ def succeeded_increase(cfg: RulesConfig, window: str, offset: str = "") -> str:
     return f"{attempts}\n-\n(\n{failed}\nor\n{attempts} * 0\n)"
 
 
-def revenue_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
-    r = cfg.revenue_drop
-    w, n = r.window, r.baseline_windows
-    window_s = parse_duration(w)
-    baseline_range = format_duration(window_s * n)
-    amount = sel(cfg, "stripe_charge_amount_total")
-    current = f"currency:stripe_charge_amount:increase{w}"
-    baseline = f"currency:stripe_charge_amount:avg_increase{w}_prev{n}"
-    baseline_charges = f"currency:stripe_charges_succeeded:avg_increase{w}_prev{n}"
-    # A brand-new install (or a currency first seen recently) has no full baseline: the series must have had a
-    # sample in the first stretch of the oldest baseline window (a twenty-fourth of a window, at least a minute).
-    span = min(window_s, max(60, window_s // 24))
-    oldest = format_duration(window_s * (n + 1) - span)
+# Labels every revenue_drop series keeps (contract 1: live and test traffic are judged apart).
+BY = "currency, livemode"
+BY_ALL = "livemode"
+# The variance of the seasonal baseline relative to one week's Poisson variance: the median of 3 weekly counts
+# has about 0.45 times the variance of a single count (0.30 for 4), and the minimum of 2 about as much as one
+# count; 0.45 is the worst case the default min_baseline_weeks allows (docs/detectors.md, "revenue_drop").
+BASELINE_VARIANCE = 0.45
 
-    def drop_alert(severity: str, ratio: float) -> dict[str, Any]:
-        return alert(
-            cfg,
-            "BillingWatchRevenueDrop",
-            (
-                f"(1 - {current} / {baseline}) > {ratio}\n"
-                f"and on (currency)\n{baseline_charges} >= {r.min_baseline_charges}\n"
-                f"and on (currency)\nmax by (currency) (present_over_time({amount}[{format_duration(span)}] "
-                f"offset {oldest}))\n"
-                f"and on ()\nmin(avg_over_time({sel(cfg, 'up')}[{w}])) >= {r.min_up_ratio}"
-            ),
-            for_duration=r.for_duration,
-            labels={"detector": "revenue_drop", "severity": severity},
-            summary="Collected revenue of the last day is far below its weekly baseline.",
-            description=(
-                f"{{{{ $labels.currency | toUpper }}}} collected over the last {w}: "
-                + query_value(f"{current}{{currency=%q}}", "$labels.currency", money=True)
-                + ", {{ $value | humanizePercentage }} below the average of the previous "
-                + f"{n} windows ("
-                + query_value(f"{baseline}{{currency=%q}}", "$labels.currency", money=True)
-                + f"); {severity} from {percent(ratio)}."
-            ),
+
+def succeeded_increase_by(cfg: RulesConfig, window: str, by: str) -> str:
+    attempts = counter_increase(sel(cfg, "stripe_charges_total"), window, by)
+    failed = counter_increase(sel(cfg, "stripe_charges_failed_total"), window, by)
+    return f"{attempts}\n-\n(\n{failed}\nor\n{attempts} * 0\n)"
+
+
+def poisson_margin(cfg: RulesConfig) -> float:
+    """k in `sqrt(observed) < sqrt(expected) - k`: the one-sided test on Anscombe-transformed Poisson counts
+    (sqrt of a Poisson count has variance 1/4 whatever its mean), widened for the noise of the baseline itself."""
+    z = NormalDist().inv_cdf(1 - cfg.revenue_drop.false_alarm_probability)
+    return round(z * math.sqrt(1 + BASELINE_VARIANCE) / 2, 3)
+
+
+@dataclass(frozen=True)
+class Names:
+    """Recorded series of one window of revenue_drop."""
+
+    window: str
+
+    @property
+    def amount(self) -> str:
+        return f"currency_livemode:stripe_charge_amount:increase{self.window}"
+
+    @property
+    def charges(self) -> str:
+        return f"currency_livemode:stripe_charges_succeeded:increase{self.window}"
+
+    @property
+    def charges_all(self) -> str:
+        return f"livemode:stripe_charges_succeeded:increase{self.window}"
+
+    @property
+    def amount_usual(self) -> str:
+        return f"currency_livemode:stripe_charge_amount:seasonal_median{self.window}"
+
+    @property
+    def charges_usual(self) -> str:
+        return f"currency_livemode:stripe_charges_succeeded:seasonal_median{self.window}"
+
+    @property
+    def charges_all_usual(self) -> str:
+        return f"livemode:stripe_charges_succeeded:seasonal_median{self.window}"
+
+    def weekly(self, name: str) -> str:
+        """The series `name` (one of the window's totals) at the same time of each previous week."""
+        level, metric, _ = name.split(":")
+        return f"{level}:{metric}:weekly_increase{self.window}"
+
+    def weeks(self, name: str) -> str:
+        level = name.split(":")[0]
+        return f"count by ({level.replace('_', ', ')}) ({self.weekly(name)})"
+
+
+def up_record(window: str) -> str:
+    return f"job:up:avg_over_time{window}"
+
+
+HOURLY_AMOUNT = "currency_livemode:stripe_charge_amount:increase1h"
+HOURLY_CHARGES = "currency_livemode:stripe_charges_succeeded:increase1h"
+
+
+def revenue_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
+    """Seasonal revenue_drop: each window against the same hours of the same weekday in the previous weeks."""
+    r = cfg.revenue_drop
+    rules = [
+        # Level 1: hourly increases from raw samples, recorded every evaluation; nothing later reads raw samples.
+        record(HOURLY_AMOUNT, counter_increase(sel(cfg, "stripe_charge_amount_total"), "1h", BY)),
+        record(HOURLY_CHARGES, succeeded_increase_by(cfg, "1h", BY)),
+    ]
+    # The share of the window the exporter was scraped, read once per evaluation instead of once per alert.
+    rules += [
+        record(up_record(w), f"min by (job) (avg_over_time({sel(cfg, 'up')}[{w}]))")
+        for w in dict.fromkeys((r.short_window, r.window))
+    ]
+    for window in dict.fromkeys((r.short_window, r.window)):
+        rules += window_records(cfg, Names(window))
+    rules += [
+        drop_alert(cfg, "warning", r.warning_drop_ratio),
+        drop_alert(cfg, "critical", r.critical_drop_ratio),
+        all_currencies_alert(cfg),
+    ]
+    return rules
+
+
+def window_records(cfg: RulesConfig, n: Names) -> list[dict[str, Any]]:
+    r = cfg.revenue_drop
+    hours = parse_duration(n.window) // 3600
+
+    # The mean of the rolling hourly increases over the window times its hours: the window's increase (edges
+    # tapered over an hour). An average, not a sum: unaffected by how often the hourly series was sampled.
+    def total(hourly: str) -> str:
+        return f"avg_over_time({hourly}[{n.window}]) * {hours}"
+
+    def weekly(series: str, by: str) -> dict[str, Any]:
+        """The window at the same time of each previous week, labelled weeks_ago; a week counts only if the hourly
+        series already existed at the start of that window (a partial first window is not a baseline)."""
+        parts = []
+        for k in range(1, r.baseline_weeks + 1):
+            start = f"{k * 168 + hours - 1}h"
+            existed = f"count by ({by}) (present_over_time({HOURLY_CHARGES}[1h] offset {start}))"
+            shifted = f"{series} offset {k}w and on ({by}) {existed}"
+            parts.append(f'label_replace(\n  {shifted},\n  "weeks_ago", "{k}", "", ""\n)')
+        return record(n.weekly(series), "\nor\n".join(parts))
+
+    def usual(name: str, series: str, by: str) -> dict[str, Any]:
+        # The median of three or more weeks ignores one anchor-day spike or holiday; with two weeks the smaller
+        # one (a spike in one of them cannot raise the baseline); with one week, that week.
+        u = n.weekly(series)
+        return record(
+            name,
+            f"quantile by ({by}) (0.5, {u})\nand on ({by})\ncount by ({by}) ({u}) >= 3\nor\nmin by ({by}) ({u})",
         )
 
     return [
-        record(baseline, f"{counter_increase(amount, baseline_range, 'currency', w)}\n/ {n}"),
-        record(baseline_charges, f"(\n{succeeded_increase(cfg, baseline_range, w)}\n)\n/ {n}"),
-        # A currency without a single sample in the current window (no charge since an exporter restart long ago)
-        # still had a baseline: it records 0, which is the drop to alert on.
-        record(current, f"{counter_increase(amount, w, 'currency')}\nor\n{baseline} * 0"),
-        drop_alert("warning", r.warning_drop_ratio),
-        drop_alert("critical", r.critical_drop_ratio),
+        record(n.amount, total(HOURLY_AMOUNT)),
+        record(n.charges, total(HOURLY_CHARGES)),
+        record(n.charges_all, f"sum by ({BY_ALL}) ({n.charges})"),
+        weekly(n.amount, BY),
+        weekly(n.charges, BY),
+        weekly(n.charges_all, BY_ALL),
+        usual(n.amount_usual, n.amount, BY),
+        usual(n.charges_usual, n.charges, BY),
+        usual(n.charges_all_usual, n.charges_all, BY_ALL),
     ]
+
+
+def _windows(cfg: RulesConfig) -> list[Names]:
+    r = cfg.revenue_drop
+    return [Names(w) for w in dict.fromkeys((r.window, r.short_window))]
+
+
+def _significant(cfg: RulesConfig, n: Names, observed: str, usual: str, by: str) -> str:
+    """The window's count of successful charges is improbably low for its seasonal expectation, which rests on
+    enough charges and weeks, and the exporter was scraped for most of the window."""
+    r = cfg.revenue_drop
+    return (
+        f"and on ({by})\n({observed} or {usual} * 0) < clamp_min(sqrt({usual}) - {poisson_margin(cfg)}, 0) ^ 2\n"
+        f"and on ({by})\n{usual} >= {r.min_expected_charges}\n"
+        f"and on ({by})\n{n.weeks(observed)} >= {r.min_baseline_weeks}\n"
+        f"and on ()\nmin({up_record(n.window)}) >= {r.min_up_ratio}"
+    )
+
+
+def drop_condition(cfg: RulesConfig, ratio: float) -> str:
+    """Per currency: the amount is `ratio` or more below its seasonal median over the long or the short window,
+    on significantly fewer successful charges (the value is the drop of the first window that qualifies)."""
+    parts = []
+    for n in _windows(cfg):
+        parts.append(
+            f"(\n1 - ({n.amount} or {n.amount_usual} * 0) / ({n.amount_usual} > 0) >= {ratio}\n"
+            + _significant(cfg, n, n.charges, n.charges_usual, BY)
+            + "\n)"
+        )
+    return "\nor\n".join(parts)
+
+
+def drop_alert(cfg: RulesConfig, severity: str, ratio: float) -> dict[str, Any]:
+    r = cfg.revenue_drop
+    long, short = Names(r.window), Names(r.short_window)
+    labels = "$labels.currency $labels.livemode"
+
+    def money(name: str) -> str:
+        return query_value(f"{name}{{currency=%q,livemode=%q}}", labels, money=True)
+
+    def count(name: str) -> str:
+        return query_value(f"{name}{{currency=%q,livemode=%q}}", labels, "%.0f")
+
+    return alert(
+        cfg,
+        "BillingWatchRevenueDrop",
+        drop_condition(cfg, ratio),
+        for_duration=r.for_duration,
+        keep_firing_for=r.keep_firing_for,
+        labels={"detector": "revenue_drop", "severity": severity, "scope": "currency"},
+        summary="Collected revenue is far below the same hours of previous weeks.",
+        description=(
+            "{{ $labels.currency | toUpper }} revenue is {{ $value | humanizePercentage }} below the median of the "
+            f"same hours of the previous {r.baseline_weeks} weeks: {money(long.amount)} collected over the last "
+            f"{long.window} (usually {money(long.amount_usual)}, {count(long.charges)} successful charges, usually "
+            f"{count(long.charges_usual)}), {money(short.amount)} over the last {short.window} (usually "
+            f"{money(short.amount_usual)}); {severity} from {percent(ratio)} with fewer charges than chance "
+            "explains."
+        ),
+    )
+
+
+def visible_currency_drop(cfg: RulesConfig) -> str:
+    """A currency with the volume to decide on its own (three times min_expected_charges in the window: at 30
+    expected, a halving is significant) shows at least half the drop: its own alert speaks for it, so the
+    all-currency view stays silent rather than notifying a second time for one episode (also while that alert
+    fades out of its window). Currencies below that volume are what the all-currency view is for."""
+    r = cfg.revenue_drop
+    return "\nor\n".join(
+        f"(\n1 - ({n.amount} or {n.amount_usual} * 0) / ({n.amount_usual} > 0) >= {r.warning_drop_ratio / 2:g}\n"
+        f"and on ({BY})\n{n.charges_usual} >= {3 * r.min_expected_charges}\n)"
+        for n in _windows(cfg)
+    )
+
+
+def all_currencies_alert(cfg: RulesConfig) -> dict[str, Any]:
+    """The count of successful charges across currencies: catches a drop spread thinly over many currencies,
+    none of which has the volume to decide on its own. Silent while a per-currency drop explains it."""
+    r = cfg.revenue_drop
+    long, short = Names(r.window), Names(r.short_window)
+    parts = []
+    for n in _windows(cfg):
+        parts.append(
+            f"(\n1 - ({n.charges_all} or {n.charges_all_usual} * 0) / ({n.charges_all_usual} > 0) >= "
+            f"{r.warning_drop_ratio}\n" + _significant(cfg, n, n.charges_all, n.charges_all_usual, BY_ALL) + "\n)"
+        )
+
+    def count(name: str) -> str:
+        return query_value(f"{name}{{livemode=%q}}", "$labels.livemode", "%.0f")
+
+    return alert(
+        cfg,
+        "BillingWatchRevenueDrop",
+        "(\n" + "\nor\n".join(parts) + f"\n)\nunless on ({BY_ALL})\n(\n{visible_currency_drop(cfg)}\n)",
+        for_duration=r.for_duration,
+        keep_firing_for=r.keep_firing_for,
+        labels={"detector": "revenue_drop", "severity": "warning", "scope": "all_currencies"},
+        summary="Successful charges across all currencies are far below the same hours of previous weeks.",
+        description=(
+            "Successful charges in all currencies together are {{ $value | humanizePercentage }} below the median "
+            f"of the same hours of the previous {r.baseline_weeks} weeks: {count(long.charges_all)} over the last "
+            f"{long.window} (usually {count(long.charges_all_usual)}), {count(short.charges_all)} over the last "
+            f"{short.window} (usually {count(short.charges_all_usual)}); warning from "
+            f"{percent(r.warning_drop_ratio)} with fewer charges than chance explains, when no single currency "
+            "explains it."
+        ),
+    )
 
 
 def refund_rules(cfg: RulesConfig, defined: set[str]) -> list[dict[str, Any]]:

@@ -1,0 +1,66 @@
+"""Churn signals: subscription cancellations, counted once each, for the churn_spike rules.
+
+`stripe_subscription_cancellations_total{kind, livemode}`:
+- kind="canceled": a subscription ended. Stripe sends `customer.subscription.deleted` when it does, and often a
+  `customer.subscription.updated` with `status` moving to canceled for the same cancellation; both are distinct
+  events (deduplication by event id cannot merge them), so the subscription id is remembered for a week and the
+  cancellation counts once whichever arrives first.
+- kind="scheduled": a cancellation was scheduled (`cancel_at_period_end` turning true, or `cancel_at` being set,
+  per the event's `previous_attributes`): churn announced before the period ends. Undoing and scheduling again
+  counts again: each is a customer deciding to leave.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exporter.fast_metrics import FastCounter
+from exporter.metrics import Children, Metrics
+from exporter.state import StateStore
+from exporter.stripe_shapes import get_str
+
+CANCELED_NS = "churn_canceled"
+# Stripe sends the deleted and the updated event of one cancellation within seconds and retries for 3 days.
+CANCELED_RETENTION_SECONDS = 7 * 86400
+KINDS = ("canceled", "scheduled")
+
+
+def _mode(obj: dict[str, Any]) -> str:
+    live = obj.get("livemode")
+    return "true" if live is True else "false" if live is False else ""
+
+
+class ChurnSignals:
+    def __init__(self, metrics: Metrics, state: StateStore):
+        self.state = state
+        counter = FastCounter(
+            "stripe_subscription_cancellations",
+            "Subscription cancellations by kind (canceled: ended, counted once; scheduled: cancel_at_period_end "
+            "or cancel_at newly set) and Stripe mode.",
+            ["kind", "livemode"],
+            registry=metrics.registry,
+        )
+        for kind in KINDS:
+            for mode in ("true", "false"):
+                counter.labels(kind, mode)
+        self._count = Children(counter)
+
+    def apply(self, event_type: str, obj: dict[str, Any], previous: Any) -> None:
+        if event_type not in ("customer.subscription.deleted", "customer.subscription.updated"):
+            return
+        sub_id = get_str(obj, "id")
+        if sub_id is None:
+            return
+        previous = previous if isinstance(previous, dict) else {}
+        if event_type == "customer.subscription.deleted" or (
+            obj.get("status") == "canceled" and "status" in previous and previous["status"] != "canceled"
+        ):
+            if self.state.get(CANCELED_NS, sub_id) is None:
+                self.state.put(CANCELED_NS, sub_id, 1)
+                self._count("canceled", _mode(obj)).inc()
+            return
+        scheduled = (obj.get("cancel_at_period_end") is True and previous.get("cancel_at_period_end") is False) or (
+            obj.get("cancel_at") is not None and "cancel_at" in previous and previous["cancel_at"] is None
+        )
+        if scheduled:
+            self._count("scheduled", _mode(obj)).inc()

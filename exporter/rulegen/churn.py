@@ -1,0 +1,73 @@
+"""churn_spike: subscription cancellations (ended and scheduled) above the account's own seasonal baseline.
+
+The same construction as revenue_drop (exporter/rulegen/revenue.py, docs/detectors.md): an hourly record, a rolling
+day from it, the same day of the previous weeks, their median; the decision is an upper-tail Poisson test on the
+count, plus a minimum count and a minimum factor over the baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+from typing import Any
+
+from exporter.rulegen.config import RulesConfig
+from exporter.rulegen.durations import parse_duration
+from exporter.rulegen.promql import alert, counter_increase, query_value, record, sel
+
+HOURLY = "livemode:stripe_subscription_cancellations:increase1h"
+# The median of three or four weekly counts has at most about 0.45 times the variance of one count.
+BASELINE_VARIANCE = 0.45
+
+
+def group(cfg: RulesConfig) -> dict[str, Any]:
+    c = cfg.churn_spike
+    w = c.window
+    hours = parse_duration(w) // 3600
+    total = f"livemode:stripe_subscription_cancellations:increase{w}"
+    weekly = f"livemode:stripe_subscription_cancellations:weekly_increase{w}"
+    usual = f"livemode:stripe_subscription_cancellations:seasonal_median{w}"
+    parts = []
+    for k in range(1, c.baseline_weeks + 1):
+        existed = f"count by (livemode) (present_over_time({HOURLY}[1h] offset {k * 168 + hours - 1}h))"
+        parts.append(
+            f'label_replace(\n  {total} offset {k}w and on (livemode) {existed},\n  "weeks_ago", "{k}", "", ""\n)'
+        )
+    z = NormalDist().inv_cdf(1 - c.false_alarm_probability)
+    margin = round(z * math.sqrt(1 + BASELINE_VARIANCE) / 2, 3)
+    return {
+        "name": "billingwatch-churn",
+        "interval": cfg.intervals.churn,
+        "rules": [
+            record(HOURLY, counter_increase(sel(cfg, "stripe_subscription_cancellations_total"), "1h", "livemode")),
+            record(total, f"avg_over_time({HOURLY}[{w}]) * {hours}"),
+            record(weekly, "\nor\n".join(parts)),
+            record(
+                usual,
+                f"quantile by (livemode) (0.5, {weekly})\nand on (livemode)\ncount by (livemode) ({weekly}) >= 3\n"
+                f"or\nmin by (livemode) ({weekly})",
+            ),
+            alert(
+                cfg,
+                "BillingWatchChurnSpike",
+                (
+                    f"{total} >= {c.min_cancellations}\n"
+                    f"and on (livemode)\n{total} >= {c.min_increase_factor:g} * {usual}\n"
+                    f"and on (livemode)\nsqrt({total}) > sqrt({usual}) + {margin}\n"
+                    f"and on (livemode)\ncount by (livemode) ({weekly}) >= {c.min_baseline_weeks}"
+                ),
+                for_duration=c.for_duration,
+                keep_firing_for=c.keep_firing_for,
+                labels={"detector": "churn_spike", "severity": "warning"},
+                summary="Subscription churn exceeds the account's own baseline.",
+                description=(
+                    '{{ $value | printf "%.0f" }} subscriptions were canceled or scheduled to cancel over the last '
+                    f"{w}, against a median of "
+                    + query_value(f"{usual}{{livemode=%q}}", "$labels.livemode", "%.1f")
+                    + f" on the same day of the previous {c.baseline_weeks} weeks: at least "
+                    f"{c.min_increase_factor:g} times as many, at least {c.min_cancellations}, and more than chance "
+                    "explains."
+                ),
+            ),
+        ],
+    }
