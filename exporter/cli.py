@@ -95,8 +95,13 @@ def _serve(args: argparse.Namespace) -> int:
         runner: Callable[[Any], Any] = uvloop.run
     except ImportError:
         runner = asyncio.run
+    from exporter.state import StateError
+
     try:
         runner(serve_forever(config))
+    except StateError as exc:
+        print(f"billingwatch: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"billingwatch: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ from exporter.labels import LabelCap
 # `*_created` series double the scrape for nothing Prometheus needs (it detects counter resets by itself).
 disable_created_metrics()
 
-OUTCOMES = ("accepted", "duplicate", "ignored", "invalid_signature", "invalid_payload", "too_large")
+OUTCOMES = ("accepted", "duplicate", "ignored", "invalid_signature", "invalid_payload", "too_large", "unavailable")
 
 # Delivery delay buckets from 1 s to 6 h: Stripe delivers in seconds when healthy and retries with back-off
 # for up to three days when not; the 10-minute lag threshold sits between two buckets (300 and 600 / 900).
@@ -81,7 +81,7 @@ class Metrics:
         self.webhook_requests = FastCounter(
             "billingwatch_webhook_requests",
             "Webhook requests by outcome (accepted, duplicate, ignored, invalid_signature, invalid_payload, "
-            "too_large).",
+            "too_large, unavailable: answered 503 because the state could not be saved or read).",
             ["outcome"],
             registry=r,
         )

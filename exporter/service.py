@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
+from prometheus_client import Gauge
 
 from exporter import __version__, logs
 from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
@@ -19,7 +20,7 @@ from exporter.detectors.registry import build_detectors
 from exporter.ingest import Ingestor
 from exporter.metrics import CallbackCounter, Metrics
 from exporter.poller import build_poller
-from exporter.state import StateStore
+from exporter.state import StateStore, StateUnavailable
 from exporter.web import SignatureVerifier, private_app, webhook_app
 
 PRUNE_INTERVAL_SECONDS = 3600.0
@@ -39,6 +40,18 @@ class Service:
             lambda: self.state.db_lookups,
             self.metrics.registry,
         )
+        CallbackCounter(
+            "billingwatch_state_write_errors",
+            "State write transactions that failed (disk full, read-only, locked by another process, I/O error); "
+            "while they fail, webhooks are answered 503 and /readyz is not ready.",
+            lambda: self.state.write_errors,
+            self.metrics.registry,
+        )
+        Gauge(
+            "billingwatch_state_writable",
+            "1 while the state can be saved, 0 from a failed write until a write succeeds again.",
+            registry=self.metrics.registry,
+        ).set_function(lambda: 1.0 if self.state.writable else 0.0)
         self.detector_set = build_detectors(config, self.metrics.registry, self.state)
         self.ingestor = Ingestor(
             self.metrics,
@@ -65,7 +78,9 @@ class Service:
         public = webhook_app(
             self.ingestor, self.verifier, max_body_bytes=cfg.server.max_body_bytes, clock=self.clock
         )
-        private = private_app(self.ingestor, ready=lambda: self._ready, extra_routes=self.detector_set.routes)
+        private = private_app(
+            self.ingestor, ready=lambda: self._ready and self.state.writable, extra_routes=self.detector_set.routes
+        )
         # Counters, accounting and detectors run right after each answer, batched per loop iteration (ingest.py).
         self.ingestor.process_later_with(asyncio.get_running_loop().call_soon)
         self.webhook_port = await self._serve(public, cfg.server.listen)
@@ -118,11 +133,14 @@ class Service:
                 with self.metrics.state_flush_seconds.time():
                     # Written from a worker thread: webhooks keep being answered during the write.
                     await self.state.flush_in_background(now)
+                await self.state.checkpoint()
                 if now >= next_prune:
                     next_prune = now + PRUNE_INTERVAL_SECONDS
-                    self.state.prune(now)
                     self.state.prune_namespace(REFUNDS_NS, now - REFUNDS_RETENTION_SECONDS)
-                    self.metrics.state_seen_ids.set(self.state.seen_count())
+                    _, kept = await self.state.prune_in_background(now)
+                    self.metrics.state_seen_ids.set(kept)
+            except StateUnavailable:
+                pass  # logged once per episode by the store, counted, and /readyz says not ready
             except Exception:
                 logs.error("housekeeping failed")
 
@@ -147,7 +165,12 @@ class Service:
             except asyncio.CancelledError:
                 pass
         self.ingestor.tick(self.clock())
-        self.state.close()
+        try:
+            self.state.close()
+        except StateUnavailable as exc:
+            # Every acknowledged id is already on disk; what is lost here is the last detector state.
+            logs.event(logging.ERROR, "state could not be saved at shutdown", path=self.config.state.path,
+                       error=str(exc)[:300])
         logs.event(logging.INFO, "billingwatch stopped")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from stripe import SignatureVerificationError, WebhookSignature
 from exporter import __version__, logs
 from exporter.ingest import Ingestor, event_shape_error
 from exporter.metrics import Metrics
+from exporter.state import StateUnavailable
 
 SIGNATURE_HEADER = "Stripe-Signature"
 WEBHOOK_PATH = "/webhooks/stripe"
@@ -73,6 +75,7 @@ def webhook_app(
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     metrics: Metrics = ingestor.metrics
+    state = ingestor.state
     counts = {
         o: metrics.webhook_requests.labels(o) for o in ("invalid_signature", "invalid_payload", "too_large")
     }
@@ -105,7 +108,18 @@ def webhook_app(
         problem = event_shape_error(event)
         if problem is not None:
             return reject("invalid_payload", 400, f"not a Stripe event: {problem}")
-        outcome = ingestor.ingest(event, clock())
+        received = clock()
+        try:
+            outcome = ingestor.admit(event, received)
+            # Answered only once the id is on disk (group commit: exporter/state.py), so an acknowledged event
+            # is never forgotten; if it cannot be saved, 503 makes Stripe deliver it again later.
+            commit = state.commit_of(event["id"])
+            if commit is not None:
+                await commit
+        except (StateUnavailable, sqlite3.Error):
+            ingestor.unavailable()
+            return _json({"error": "state cannot be saved; retry later"}, status=503)
+        ingestor.complete(event, received, outcome)
         if debug:
             logs.event(logging.DEBUG, "webhook", outcome=outcome, type=event["type"][:100])
         return web.Response(body=answers[outcome], content_type="application/json")
