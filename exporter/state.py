@@ -59,10 +59,14 @@ _DELETED = object()
 
 # A writer waits this long for a lock held by another process (a sqlite3 shell, a backup tool) before the
 # transaction fails and its requests are answered 503: long enough for a short external transaction, short
-# enough that Stripe's request (it gives up after about 10 s) gets an answer it will retry.
-WRITE_BUSY_TIMEOUT_SECONDS = 1.0
+# enough that a webhook is answered fast. Once a write has failed, the next ones do not wait at all (each is
+# still an attempt, so the first one after the lock is released succeeds).
+WRITE_BUSY_TIMEOUT_SECONDS = 0.5
 # Lookups run on the event loop: they never wait for a lock (a WAL reader only meets one during recovery).
 READ_BUSY_TIMEOUT_SECONDS = 0.02
+# An episode of failed writes ends only after this long without a failure: a full disk still takes the odd
+# commit that fits in the WAL's allocated space, and readiness, the metric and the log must not flap with it.
+RECOVERY_QUIET_SECONDS = 5.0
 KV_CHUNK_ROWS = 1000  # rows per key/value transaction: id commits queue behind one chunk at most
 PRUNE_CHUNK_ROWS = 5000
 
@@ -124,26 +128,29 @@ def _create(path: Path) -> None:
 
 def _check(path: str) -> None:
     """Raise StateError unless `path` is an intact BillingWatch state database."""
-    what = FRESH_START_HINT
     try:
         db = sqlite3.connect(path, isolation_level=None, timeout=WRITE_BUSY_TIMEOUT_SECONDS)
     except sqlite3.Error as exc:
         raise StateError(f"state {path} cannot be opened: {exc}") from None
     try:
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        # quick_check reads every page (about 0.1 s per 100 MB): corrupt pages are found here, not by a webhook.
-        problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
-    except sqlite3.Error as exc:
-        raise StateError(
-            f"state {path} is not a readable SQLite database ({exc}): restore it from a backup, or move it away "
-            f"to start afresh {what}"
-        ) from None
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error as exc:
+            raise StateError(
+                f"state {path} is not a readable SQLite database ({exc}): restore it from a backup, or move it "
+                f"away to start afresh {FRESH_START_HINT}"
+            ) from None
+        try:
+            # Reads every page (about 0.3 s per 100 MB): corrupt pages are found here, not by a webhook.
+            problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+        except sqlite3.Error as exc:
+            problems = [str(exc)]
     finally:
         db.close()
     if problems != ["ok"]:
         raise StateError(
             f"state {path} is damaged (quick_check: {'; '.join(problems)[:200]}): restore it from a backup, or "
-            f"move it away to start afresh {what}"
+            f"move it away to start afresh {FRESH_START_HINT}"
         )
     if not {"seen_events", "kv"} <= tables:
         raise StateError(
@@ -228,6 +235,8 @@ class StateStore:
                 # Checkpoints (copying the WAL into the database, two more fsyncs) would land in some webhook's
                 # commit; checkpoint() runs them from its own connection instead, which writers do not wait for.
                 self._wdb.execute("PRAGMA wal_autocheckpoint=0")
+                # Every small commit appends a page or two; once checkpointed, the WAL is cut back to this size.
+                self._wdb.execute(f"PRAGMA journal_size_limit={4 << 20}")
                 self._cdb = _connect(self.path, 0)
             self._filter = SeenFilter(retention_seconds)
             # The filter must hold every id the table holds, so it is filled before the first lookup.
@@ -251,6 +260,8 @@ class StateStore:
         self.writable = True
         self.write_errors = 0  # failed write transactions
         self._unwritable_since = 0.0
+        self._last_failure = 0.0
+        self._busy_ms = int(WRITE_BUSY_TIMEOUT_SECONDS * 1000)
         self.on_writable_change: Callable[[bool], None] | None = None
 
     # -- seen event ids --------------------------------------------------------------------------------------
@@ -335,9 +346,17 @@ class StateStore:
         else:
             self._committing = False
 
+    def _wait_for_locks(self) -> None:
+        """In the writer thread, before a write: wait for another process's lock only while writes succeed."""
+        busy_ms = int(WRITE_BUSY_TIMEOUT_SECONDS * 1000) if self.writable else 0
+        if busy_ms != self._busy_ms:
+            self._wdb.execute(f"PRAGMA busy_timeout={busy_ms}")
+            self._busy_ms = busy_ms
+
     def _write_seen(self, ids: dict[str, int]) -> None:
         rows = list(ids.items())
         with self._write_lock:
+            self._wait_for_locks()
             if len(rows) <= SEEN_ROWS_PER_STATEMENT:
                 # One statement in autocommit mode is its own transaction: a single sqlite3_step, so the worker
                 # takes the GIL back once, not once per row and per BEGIN/COMMIT (a busy event loop hands the
@@ -423,7 +442,7 @@ class StateStore:
             raise
 
     def _note_ok(self) -> None:
-        if not self.writable:
+        if not self.writable and time.time() - self._last_failure >= RECOVERY_QUIET_SECONDS:
             self.writable = True
             logs.event(logging.WARNING, "state writable again", path=self.path,
                        unwritable_seconds=round(time.time() - self._unwritable_since, 1))
@@ -432,6 +451,7 @@ class StateStore:
 
     def _note_failure(self, error: BaseException) -> None:
         self.write_errors += 1
+        self._last_failure = time.time()
         if self.writable:
             # Once per episode: a full disk fails every commit, and one line says all there is to say.
             self.writable = False
@@ -493,8 +513,10 @@ class StateStore:
         if ids is not None:
             await ids
         if not (self._pending_kv or self._pending_prunes):
+            # While not writable (an episode lasts until a quiet spell, RECOVERY_QUIET_SECONDS), a probe write
+            # each flush is what ends it, with or without traffic.
             if not self.writable:
-                await self._run(self._probe)  # how the store notices that storage is back on a quiet day
+                await self._run(self._probe)
             return
         kv, self._pending_kv = self._pending_kv, {}
         prunes, self._pending_prunes = self._pending_prunes, []
@@ -524,6 +546,7 @@ class StateStore:
 
     def _probe(self) -> None:
         with self._write_lock:
+            self._wait_for_locks()
             self._transaction(lambda db: db.execute(
                 "INSERT INTO kv (ns, key, value, updated) VALUES ('billingwatch', 'probe', x'31', ?) "
                 "ON CONFLICT (ns, key) DO UPDATE SET updated = excluded.updated", (int(time.time()),)
@@ -545,6 +568,7 @@ class StateStore:
 
     def _write_kv(self, upserts: list[tuple], deletes: list[tuple], prunes: list[tuple[str, int]]) -> None:
         with self._write_lock:
+            self._wait_for_locks()
             self._transaction(lambda db: self._write_kv_rows(db, upserts, deletes, prunes))
 
     @staticmethod

@@ -14,6 +14,12 @@ from exporter.state import StateStore, StateUnavailable
 NOW = 1_800_000_000
 
 
+@pytest.fixture(autouse=True)
+def _no_quiet_spell(monkeypatch):
+    """An episode of failed writes ends at the first success here (RECOVERY_QUIET_SECONDS is tested below)."""
+    monkeypatch.setattr("exporter.state.RECOVERY_QUIET_SECONDS", 0.0)
+
+
 def _on_disk(path) -> tuple[set[str], dict[str, bytes]]:
     db = sqlite3.connect(path)
     try:
@@ -187,6 +193,24 @@ async def test_pruning_runs_in_the_writer_thread_in_chunks(tmp_path, monkeypatch
     monkeypatch.setattr(store, "_transaction", recording)
     assert await store.prune_in_background(NOW) == (25, 1)
     assert threads and loop_thread not in threads
+    store.close()
+
+
+async def test_an_episode_ends_only_after_a_quiet_spell(tmp_path, monkeypatch):
+    monkeypatch.setattr("exporter.state.RECOVERY_QUIET_SECONDS", 0.3)
+    store = StateStore(tmp_path / "s.sqlite3")
+    gate = _Gate(store, monkeypatch, fail=True)
+    gate.release.set()
+    store.check_and_mark("evt_1", NOW)
+    with pytest.raises(StateUnavailable):
+        await store.commit_of("evt_1")
+    gate.fail = False
+    store.check_and_mark("evt_2", NOW)
+    await store.commit_of("evt_2")  # answered 200: durable, whatever the episode
+    assert not store.writable  # a success right after a failure (a full disk's odd commit) ends nothing
+    await asyncio.sleep(0.35)
+    await store.flush_in_background(NOW)  # the probe after the quiet spell
+    assert store.writable
     store.close()
 
 
