@@ -165,7 +165,7 @@ def _lock(path: Path) -> int:
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise StateError(f"state {path}: cannot create the lock file {lock_path}: {exc.strerror}") from None
+        raise StateError(f"state {path}: cannot open the lock file {lock_path}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
