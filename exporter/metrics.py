@@ -185,6 +185,13 @@ class Metrics:
             "Event ids held in the dedupe store (retention window).",
             registry=r,
         )
+        self.state_writable = Gauge(
+            "billingwatch_state_writable",
+            "1 while the state can be saved; 0 from a failed write until writes succeed again (webhooks are then "
+            "answered 503 and /readyz is not ready).",
+            registry=r,
+        )
+        self.state_writable.set(1)  # the service reads its store's flag instead (set_function)
         self.build_info = Gauge(
             "billingwatch_build_info", "Always 1; labels carry the version.", ["version"], registry=r
         )

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
-from prometheus_client import Gauge
 
 from exporter import __version__, logs
 from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
@@ -47,11 +46,7 @@ class Service:
             lambda: self.state.write_errors,
             self.metrics.registry,
         )
-        Gauge(
-            "billingwatch_state_writable",
-            "1 while the state can be saved, 0 from a failed write until a write succeeds again.",
-            registry=self.metrics.registry,
-        ).set_function(lambda: 1.0 if self.state.writable else 0.0)
+        self.metrics.state_writable.set_function(lambda: 1.0 if self.state.writable else 0.0)
         self.detector_set = build_detectors(config, self.metrics.registry, self.state)
         self.ingestor = Ingestor(
             self.metrics,

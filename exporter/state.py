@@ -318,7 +318,11 @@ class StateStore:
         self._pending_seen = {}
         self._inflight_seen.append(batch)
         loop = asyncio.get_running_loop()
-        job = self._executor.submit(self._write_seen, batch.ids)
+        try:
+            job = self._executor.submit(self._write_seen, batch.ids)
+        except RuntimeError as exc:  # the writer is shut down (closing): nobody may be left waiting
+            self._seen_written(batch, exc)
+            return
 
         def written(job: concurrent.futures.Future[None]) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone: close() has written everything

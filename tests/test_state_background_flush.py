@@ -123,13 +123,19 @@ async def test_failed_key_value_flush_keeps_the_writes_pending_and_newer_ones_wi
     store.close()
 
 
-async def test_unwritable_store_probes_on_a_quiet_flush_and_recovers(tmp_path, monkeypatch):
+async def _failed_commit(tmp_path, monkeypatch) -> tuple[StateStore, _Gate]:
+    """A store whose commit of evt_1 has just failed; its gate still fails every write."""
     store = StateStore(tmp_path / "s.sqlite3")
     gate = _Gate(store, monkeypatch, fail=True)
     gate.release.set()
     store.check_and_mark("evt_1", NOW)
     with pytest.raises(StateUnavailable):
         await store.commit_of("evt_1")
+    return store, gate
+
+
+async def test_unwritable_store_probes_on_a_quiet_flush_and_recovers(tmp_path, monkeypatch):
+    store, gate = await _failed_commit(tmp_path, monkeypatch)
     assert not store.writable and not store.dirty  # nothing pending: the failed ids were answered 503
     with pytest.raises(StateUnavailable):
         await store.flush_in_background(NOW)  # no traffic: a probe write is what notices the end of a failure
@@ -198,12 +204,7 @@ async def test_pruning_runs_in_the_writer_thread_in_chunks(tmp_path, monkeypatch
 
 async def test_an_episode_ends_only_after_a_quiet_spell(tmp_path, monkeypatch):
     monkeypatch.setattr("exporter.state.RECOVERY_QUIET_SECONDS", 0.3)
-    store = StateStore(tmp_path / "s.sqlite3")
-    gate = _Gate(store, monkeypatch, fail=True)
-    gate.release.set()
-    store.check_and_mark("evt_1", NOW)
-    with pytest.raises(StateUnavailable):
-        await store.commit_of("evt_1")
+    store, gate = await _failed_commit(tmp_path, monkeypatch)
     gate.fail = False
     store.check_and_mark("evt_2", NOW)
     await store.commit_of("evt_2")  # answered 200: durable, whatever the episode
