@@ -32,6 +32,7 @@ ALERT_PANELS: dict[str, tuple[str, str]] = {
     "BillingWatchExporterDown": ("operations", "Exporter up"),
     "BillingWatchEventProcessingErrors": ("operations", "Processing errors by stage"),
     "BillingWatchAnomalySeriesDropped": ("operations", "Anomaly series dropped"),
+    "BillingWatchStateNotWritable": ("operations", "Webhook requests by outcome"),
 }
 LABEL = "panel_url"
 

@@ -102,10 +102,15 @@ def _serve(args: argparse.Namespace) -> int:
         runner: Callable[[Any], Any] = uvloop.run
     except ImportError:
         runner = asyncio.run
+    from exporter.state import StateError
+
     try:
         runner(serve_forever(config))
     except ConfigError as exc:  # the web config file (TLS certificates, users) is read as the service starts
         return _config_failure(exc)
+    except StateError as exc:
+        print(f"billingwatch: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"billingwatch: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1

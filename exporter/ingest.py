@@ -62,7 +62,9 @@ class Ingestor:
         self.recent: deque[dict[str, Any]] = deque(maxlen=recent_size)
         self._modes_seen: set[bool] = set()
         self._newest_created = 0.0
-        self._requests = {o: metrics.webhook_requests.labels(o) for o in ("accepted", "duplicate", "ignored")}
+        self._requests = {
+            o: metrics.webhook_requests.labels(o) for o in ("accepted", "duplicate", "ignored", "unavailable")
+        }
         self._events_by_mode = Children(metrics.events_by_mode)
         self._events = Children(metrics.events)
         self._schedule: Callable[[Callable[[], None]], object] | None = None
@@ -95,14 +97,40 @@ class Ingestor:
         via_webhook=False is for events fetched from the Events API (the missed-delivery poller): they are deduped
         and counted like any event, but are neither webhook requests nor observations of webhook delivery delay.
         """
+        outcome = self.admit(event, received)
+        self.complete(event, received, outcome, via_webhook=via_webhook)
+        return outcome
+
+    def admit(self, event: dict[str, Any], received: float) -> str:
+        """Dedupe and the mode decision: the outcome the answer will carry. Nothing is counted yet: the webhook
+        handler first waits for the id's commit (StateStore.commit_of), then calls complete(); a failed commit
+        answers 503 and counts nothing (Stripe redelivers, and the redelivery is counted once).
+
+        Raises sqlite3.Error when the seen-id table cannot be read."""
         if self.state.check_and_mark(event["id"], received):
-            outcome = "duplicate"
-        else:
-            livemode = event.get("livemode")
-            if (self.mode == "live" and livemode is not True) or (self.mode == "test" and livemode is not False):
-                outcome = "ignored"
-            else:
-                outcome = "accepted"
+            return "duplicate"
+        livemode = event.get("livemode")
+        if (self.mode == "live" and livemode is not True) or (self.mode == "test" and livemode is not False):
+            return "ignored"
+        return "accepted"
+
+    async def ingest_acknowledged(self, event: dict[str, Any], received: float) -> str:
+        """ingest() for a delivery that is answered: returns only once the id is on disk (group commit,
+        exporter/state.py), so an acknowledged event is never forgotten. Raises StateUnavailable or sqlite3.Error
+        when it cannot be saved: the caller answers 503 and Stripe delivers it again later, counted once then."""
+        outcome = self.admit(event, received)
+        commit = self.state.commit_of(event["id"])
+        if commit is not None:
+            await commit
+        self.complete(event, received, outcome)
+        return outcome
+
+    def unavailable(self) -> None:
+        """A webhook answered 503 because the state could not be read or saved."""
+        self._requests["unavailable"].inc()
+
+    def complete(self, event: dict[str, Any], received: float, outcome: str, *, via_webhook: bool = True) -> None:
+        """Count an admitted event and process it (now, or batched after the answer: process_later_with)."""
         if via_webhook:
             # Counted with the answer, so the counter never lags behind what a sender was told.
             self._requests[outcome].inc()
@@ -113,7 +141,6 @@ class Ingestor:
             if not self._queue:
                 self._schedule(self.drain)
             self._queue.append(item)
-        return outcome
 
     def _process(self, item: tuple[dict[str, Any], float, str, bool]) -> None:
         """Everything after the answer: the recent list, and for first deliveries the mode counter, then (accepted

@@ -28,6 +28,7 @@ OUTCOMES = (
     "invalid_signature",
     "invalid_payload",
     "too_large",
+    "unavailable",
 )
 
 # Delivery delay buckets from 1 s to 6 h: Stripe delivers in seconds when healthy and retries with back-off
@@ -119,7 +120,8 @@ class Metrics:
             "billingwatch_webhook_requests",
             "Webhook requests by outcome (accepted, duplicate, ignored, missing_signature: no readable "
             "Stripe-Signature header, stale_signature: matches a secret but older than the tolerance (clock skew "
-            "or replay), invalid_signature: matches no secret, invalid_payload, too_large).",
+            "or replay), invalid_signature: matches no secret, invalid_payload, too_large, unavailable: answered "
+            "503 because the state could not be saved or read).",
             ["outcome"],
             registry=r,
         )
@@ -277,6 +279,13 @@ class Metrics:
             "Event ids held in the dedupe store (retention window).",
             registry=r,
         )
+        self.state_writable = Gauge(
+            "billingwatch_state_writable",
+            "1 while the state can be saved; 0 from a failed write until writes succeed again (webhooks are then "
+            "answered 503 and /readyz is not ready).",
+            registry=r,
+        )
+        self.state_writable.set(1)  # the service reads its store's flag instead (set_function)
         self.build_info = Gauge(
             "billingwatch_build_info", "Always 1; labels carry the version.", ["version"], registry=r
         )

@@ -26,7 +26,7 @@ from exporter.ingest import Ingestor
 from exporter.landing import LandingPage
 from exporter.metrics import CallbackCounter, Metrics
 from exporter.poller import build_poller
-from exporter.state import StateStore
+from exporter.state import StateStore, StateUnavailable
 from exporter.web import WEBHOOK_PATH, SignatureVerifier, private_app, webhook_app
 from exporter.webconfig import BasicAuth, add_headers, load_web_config
 
@@ -53,6 +53,14 @@ class Service:
             lambda: self.state.db_lookups,
             self.metrics.registry,
         )
+        CallbackCounter(
+            "billingwatch_state_write_errors",
+            "State write transactions that failed (disk full, read-only, locked by another process, I/O error); "
+            "while they fail, webhooks are answered 503 and /readyz is not ready.",
+            lambda: self.state.write_errors,
+            self.metrics.registry,
+        )
+        self.metrics.state_writable.set_function(lambda: 1.0 if self.state.writable else 0.0)
         self.detector_set = build_detectors(config, self.metrics.registry, self.state)
         self.ingestor = Ingestor(
             self.metrics,
@@ -117,7 +125,7 @@ class Service:
         )
         private = private_app(
             self.ingestor,
-            ready=lambda: self._ready,
+            ready=lambda: self._ready and self.state.writable,
             landing=landing,
             extra_routes=routes,
             middlewares=self._private_middlewares(),
@@ -208,12 +216,15 @@ class Service:
                 with self.metrics.state_flush_seconds.time():
                     # Written from a worker thread: webhooks keep being answered during the write.
                     await self.state.flush_in_background(now)
+                await self.state.checkpoint()
                 if now >= next_prune:
                     next_prune = now + PRUNE_INTERVAL_SECONDS
-                    self.state.prune(now)
                     self.state.prune_namespace(REFUNDS_NS, now - REFUNDS_RETENTION_SECONDS)
                     self.state.prune_namespace(CANCELED_NS, now - CANCELED_RETENTION_SECONDS)
-                    self.metrics.state_seen_ids.set(self.state.seen_count())
+                    _, kept = await self.state.prune_in_background(now)
+                    self.metrics.state_seen_ids.set(kept)
+            except StateUnavailable:
+                pass  # logged once per episode by the store, counted, and /readyz says not ready
             except Exception:
                 logs.error("housekeeping failed")
 
@@ -242,7 +253,12 @@ class Service:
             except asyncio.CancelledError:
                 pass
         self.ingestor.tick(self.clock())
-        self.state.close()
+        try:
+            self.state.close()
+        except StateUnavailable as exc:
+            # Every acknowledged id is already on disk; what is lost here is the last detector state.
+            logs.event(logging.ERROR, "state could not be saved at shutdown", path=self.config.state.path,
+                       error=str(exc)[:300])
         logs.event(logging.INFO, "billingwatch stopped")
 
 

@@ -1,28 +1,42 @@
 """Embedded SQLite state: the seen-event-id store behind dedupe, and a small key/value store for detectors.
 
-Writes are batched in memory and flushed at least every `flush_interval` seconds (a crash loses at most that
-much), and on shutdown. Memory stays bounded: only the ids of the current batch are held in Python; lookups of
-older ids go to SQLite's index.
+Durability (docs/faults.md): a webhook is answered 200 only once its event id is committed. Ids of concurrent
+requests are written together ("group commit"): the first new id of a loop iteration schedules a commit; ids
+that arrive while a commit runs go into the next one, so one transaction and one fsync serve every request
+waiting meanwhile. The writer connection uses WAL with `synchronous=FULL`: a commit has reached the disk (the
+WAL is fsync'd) before the answer, so an acknowledged id survives a process crash, an OS crash and a power loss
+(on storage that honours fsync). A failed commit acknowledges nothing: its requests are answered 503 (Stripe
+retries them), the ids are forgotten, and the store reports itself not writable until a write succeeds again.
 
-`flush()` writes synchronously. `flush_in_background()` (the service's periodic flush) writes the batch from a
-worker thread on a second connection, so the event loop keeps answering webhooks meanwhile (a second's batch
-takes milliseconds to write: a pause every request arriving meanwhile would wait for). Until its transaction is
-committed, a batch stays visible to lookups in memory ("in flight"); one lock orders every write, so batches
-reach the database in the order they were taken.
+Every write runs in one worker thread, in order (`_executor`), never on the event loop: id commits, the
+detectors' key/value batch (written in chunks so id commits get in between) and pruning. Lookups read SQLite on
+the caller's thread, and only when the in-memory filter cannot answer (exporter/seen_filter.py).
+
+At start the file is checked (`PRAGMA quick_check`) and locked to this process (a `flock` on `<path>.lock`);
+anything unusable raises StateError with a one-line reason naming the path and what to do. A state file that
+does not exist yet is created 0600 (its directory 0700), through a temporary file renamed into place, so a
+missing or empty file is never mistaken for a fresh start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import fcntl
+import functools
+import logging
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from exporter import logs
 from exporter.seen_filter import SeenFilter
 
 _SCHEMA = """
@@ -43,68 +57,226 @@ CREATE INDEX IF NOT EXISTS kv_updated ON kv (ns, updated);
 
 _DELETED = object()
 
+# A writer waits this long for a lock held by another process (a sqlite3 shell, a backup tool) before the
+# transaction fails and its requests are answered 503: long enough for a short external transaction, short
+# enough that a webhook is answered fast. Once a write has failed, the next ones do not wait at all (each is
+# still an attempt, so the first one after the lock is released succeeds).
+WRITE_BUSY_TIMEOUT_SECONDS = 0.5
+# Lookups run on the event loop: they never wait for a lock (a WAL reader only meets one during recovery).
+READ_BUSY_TIMEOUT_SECONDS = 0.02
+# An episode of failed writes ends only after this long without a failure: a full disk still takes the odd
+# commit that fits in the WAL's allocated space, and readiness, the metric and the log must not flap with it.
+RECOVERY_QUIET_SECONDS = 5.0
+KV_CHUNK_ROWS = 1000  # rows per key/value transaction: id commits queue behind one chunk at most
+PRUNE_CHUNK_ROWS = 5000
 
-class _Batch:
-    """Writes taken out of the pending maps for one transaction; visible to lookups until committed."""
+SEEN_ROWS_PER_STATEMENT = 2000  # ids per one-statement group commit (SQLite allows 32,766 parameters)
 
-    __slots__ = ("committed", "deletes", "kv", "seen", "seen_rows", "upserts")
-
-    def __init__(self, seen: dict[str, int], kv: dict[tuple[str, str], Any], now: float | None):
-        self.seen = seen
-        self.kv = kv
-        self.committed = False
-        # The rows are built (and values serialised) here, on the thread that took the batch: a worker thread
-        # doing this Python work would hold the GIL in long stretches and stall the event loop.
-        now_i = int(now if now is not None else time.time())
-        # The dict's own items view: no tuple per id (the dict is never changed once taken).
-        self.seen_rows = seen.items()
-        self.upserts = [(ns, k, orjson.dumps(v), now_i) for (ns, k), v in kv.items() if v is not _DELETED]
-        self.deletes = [(ns, k) for (ns, k), v in kv.items() if v is _DELETED]
+FRESH_START_HINT = "(the seen event ids are then lost: redeliveries of the last days count again)"
 
 
-def _connect(path: str) -> sqlite3.Connection:
+@functools.lru_cache(maxsize=256)
+def _insert_seen_sql(rows: int) -> str:
+    return "INSERT OR IGNORE INTO seen_events (id, received) VALUES " + ",".join(["(?, ?)"] * rows)
+
+
+class StateError(Exception):
+    """The state file cannot be used at all; the message is one line naming the path and what to do."""
+
+
+class StateUnavailable(Exception):
+    """A write to the state failed: whatever it held is not acknowledged."""
+
+
+class _SeenBatch:
+    __slots__ = ("future", "ids")
+
+    def __init__(self, ids: dict[str, int], future: asyncio.Future[None] | None):
+        self.ids = ids
+        self.future = future
+
+
+def _connect(path: str, timeout: float) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves around each batch.
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    # NORMAL with WAL survives a process crash (only power loss can drop the last transaction).
-    db.execute("PRAGMA synchronous=NORMAL")
-    return db
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=timeout)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create(path: Path) -> None:
+    """A new, empty state database at `path`, 0600, appearing whole (written aside, then renamed)."""
+    tmp = path.with_name(path.name + ".new")
+    for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-journal")):
+        leftover.unlink(missing_ok=True)
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    db = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+    finally:
+        db.close()  # the last connection checkpoints the WAL into the file and removes it
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _check(path: str) -> None:
+    """Raise StateError unless `path` is an intact BillingWatch state database."""
+    try:
+        db = sqlite3.connect(path, isolation_level=None, timeout=WRITE_BUSY_TIMEOUT_SECONDS)
+    except sqlite3.Error as exc:
+        raise StateError(f"state {path} cannot be opened: {exc}") from None
+    try:
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error as exc:
+            raise StateError(
+                f"state {path} is not a readable SQLite database ({exc}): restore it from a backup, or move it "
+                f"away to start afresh {FRESH_START_HINT}"
+            ) from None
+        try:
+            # Reads every page (about 0.3 s per 100 MB): corrupt pages are found here, not by a webhook.
+            problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+        except sqlite3.Error as exc:
+            problems = [str(exc)]
+    finally:
+        db.close()
+    if problems != ["ok"]:
+        raise StateError(
+            f"state {path} is damaged (quick_check: {'; '.join(problems)[:200]}): restore it from a backup, or "
+            f"move it away to start afresh {FRESH_START_HINT}"
+        )
+    if not {"seen_events", "kv"} <= tables:
+        raise StateError(
+            f"state {path} is a SQLite database but not BillingWatch state (no seen_events/kv tables): check "
+            "--state / BILLINGWATCH_STATE"
+        )
+
+
+def _lock(path: Path) -> int:
+    """An exclusive lock on `<path>.lock`, held as long as the process (or close()) keeps the fd open."""
+    lock_path = f"{path}.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StateError(f"state {path}: cannot open the lock file {lock_path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StateError(
+            f"state {path} is in use by another billingwatch process (pid {holder}, lock {lock_path}): one "
+            "process per state file; stop the other one or give this one its own --state"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def open_state_file(path: Path) -> int:
+    """Check, lock and if needed create the state file; returns the lock's fd. Raises StateError."""
+    if path.is_dir():
+        raise StateError(f"state {path} is a directory: give the path of a file (created if missing)")
+    parent = path.parent
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True, mode=0o700)
+        except OSError as exc:
+            raise StateError(f"cannot create the state directory {parent}: {exc.strerror}") from None
+    lock_fd = _lock(path)
+    try:
+        if not path.exists():
+            try:
+                _create(path)
+            except (OSError, sqlite3.Error) as exc:
+                raise StateError(f"cannot create state {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        else:
+            try:
+                os.close(os.open(path, os.O_RDWR))
+            except OSError as exc:
+                raise StateError(f"state {path} cannot be opened for writing: {exc.strerror}") from None
+            if path.stat().st_size == 0:
+                raise StateError(
+                    f"state {path} is empty (0 bytes), not a state database: restore it from a backup, or delete "
+                    f"it to start afresh {FRESH_START_HINT}"
+                )
+            _check(str(path))
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    return lock_fd
 
 
 class StateStore:
     def __init__(self, path: str | Path, *, retention_seconds: int = 4 * 86400):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.retention_seconds = retention_seconds
-        # Lookups use _db on the caller's thread; every write goes through _wdb under _write_lock. A database in
-        # memory exists once per connection, so there both are the same connection and writes stay synchronous.
-        self._db = _connect(self.path)
-        self._db.executescript(_SCHEMA)
         self._in_memory = self.path == ":memory:" or self.path.startswith("file::memory:")
-        self._wdb = self._db if self._in_memory else _connect(self.path)
+        self._lock_fd = None if self._in_memory else open_state_file(Path(self.path))
+        try:
+            # Lookups use _db on the caller's thread; every write goes through _wdb under _write_lock. A database
+            # in memory exists once per connection, so there both are the same connection.
+            self._db = _connect(self.path, READ_BUSY_TIMEOUT_SECONDS)
+            if self._in_memory:
+                self._db.executescript(_SCHEMA)
+                self._wdb = self._db
+            else:
+                self._wdb = _connect(self.path, WRITE_BUSY_TIMEOUT_SECONDS)
+                self._wdb.execute("PRAGMA journal_mode=WAL")
+                # FULL: the WAL is fsync'd at every commit, so an acknowledged id survives power loss too.
+                self._wdb.execute("PRAGMA synchronous=FULL")
+                # Checkpoints (copying the WAL into the database, two more fsyncs) would land in some webhook's
+                # commit; checkpoint() runs them from its own connection instead, which writers do not wait for.
+                self._wdb.execute("PRAGMA wal_autocheckpoint=0")
+                # Every small commit appends a page or two; once checkpointed, the WAL is cut back to this size.
+                self._wdb.execute(f"PRAGMA journal_size_limit={4 << 20}")
+                self._cdb = _connect(self.path, 0)
+            self._filter = SeenFilter(retention_seconds)
+            # The filter must hold every id the table holds, so it is filled before the first lookup.
+            self.loaded_ids = self._filter.add_all(
+                self._db.execute("SELECT id, received FROM seen_events ORDER BY received")
+            )
+        except sqlite3.Error as exc:
+            self._release_lock()
+            raise StateError(f"state {self.path} cannot be read: {exc}: restore it from a backup") from None
         self._write_lock = threading.Lock()
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-writer")
         self._pending_seen: dict[str, int] = {}
+        self._pending_future: asyncio.Future[None] | None = None  # answered when the pending ids are committed
+        self._inflight_seen: list[_SeenBatch] = []
+        self._committing = False
         self._pending_kv: dict[tuple[str, str], Any] = {}
-        self._inflight: list[_Batch] = []  # oldest first
+        self._pending_prunes: list[tuple[str, int]] = []
+        self._inflight_kv: list[dict[tuple[str, str], Any]] = []  # oldest first
         self._closed = False
-        # Answers "certainly new" for almost every new id without a read (exporter/seen_filter.py); it must hold
-        # every id the table holds, so it is filled from the table before the first lookup.
-        self._filter = SeenFilter(retention_seconds)
-        self.loaded_ids = self._filter.add_all(
-            self._db.execute("SELECT id, received FROM seen_events ORDER BY received")
-        )
         self.db_lookups = 0  # lookups the filter could not answer (redeliveries and false positives)
+        self.writable = True
+        self.write_errors = 0  # failed write transactions
+        self._unwritable_since = 0.0
+        self._last_failure = 0.0
+        self._busy_ms = int(WRITE_BUSY_TIMEOUT_SECONDS * 1000)
+        self.on_writable_change: Callable[[bool], None] | None = None
 
     # -- seen event ids --------------------------------------------------------------------------------------
 
-    def check_and_mark(self, event_id: str, now: float) -> bool:
-        """True if `event_id` was seen before; otherwise remember it and return False."""
+    def _known(self, event_id: str) -> bool:
         if event_id in self._pending_seen:
             return True
-        for batch in self._inflight:
-            if event_id in batch.seen:
-                return True
+        return any(event_id in b.ids for b in self._inflight_seen)
+
+    def check_and_mark(self, event_id: str, now: float) -> bool:
+        """True if `event_id` was seen before; otherwise remember it (not yet on disk) and return False.
+
+        Raises sqlite3.Error when the table cannot be read (the caller answers 503)."""
+        if self._known(event_id):
+            return True
         if self._filter.check_and_add(event_id, now):
             self.db_lookups += 1
             row = self._db.execute("SELECT 1 FROM seen_events WHERE id = ?", (event_id,)).fetchone()
@@ -113,9 +285,95 @@ class StateStore:
         self._pending_seen[event_id] = int(now)
         return False
 
+    def commit_of(self, event_id: str) -> asyncio.Future[None] | None:
+        """The commit that makes `event_id` durable, to await before acknowledging; None if it already is.
+
+        Fails with StateUnavailable if that commit fails. Starts a commit when none is under way."""
+        if event_id in self._pending_seen:
+            if self._in_memory:
+                return None
+            future = self._pending_future
+            if future is None:
+                loop = asyncio.get_running_loop()
+                future = self._pending_future = loop.create_future()
+                if not self._committing:
+                    self._committing = True
+                    # call_soon: every request of this loop iteration joins the same commit.
+                    loop.call_soon(self._commit_next)
+            return future
+        for batch in self._inflight_seen:
+            if event_id in batch.ids:
+                return batch.future
+        return None
+
+    def _commit_next(self) -> None:
+        """On the event loop: hand the pending ids to the writer thread (or stop, when there are none)."""
+        future, self._pending_future = self._pending_future, None
+        if self._closed or not self._pending_seen:
+            self._committing = False
+            if future is not None and not future.done():
+                future.set_result(None)
+            return
+        batch = _SeenBatch(self._pending_seen, future)
+        self._pending_seen = {}
+        self._inflight_seen.append(batch)
+        loop = asyncio.get_running_loop()
+        try:
+            job = self._executor.submit(self._write_seen, batch.ids)
+        except RuntimeError as exc:  # the writer is shut down (closing): nobody may be left waiting
+            self._seen_written(batch, exc)
+            return
+
+        def written(job: concurrent.futures.Future[None]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: close() has written everything
+                loop.call_soon_threadsafe(self._seen_written, batch, job.exception())
+
+        job.add_done_callback(written)
+
+    def _seen_written(self, batch: _SeenBatch, error: BaseException | None) -> None:
+        if batch in self._inflight_seen:
+            self._inflight_seen.remove(batch)
+        future = batch.future
+        if error is None:
+            self._note_ok()
+            if future is not None and not future.done():
+                future.set_result(None)
+        else:
+            # Nothing of the batch is acknowledged, so nothing of it is kept: Stripe redelivers, and the
+            # redelivery must be taken as new (the filter's stale bits only cost a lookup).
+            self._note_failure(error)
+            if future is not None and not future.done():
+                future.set_exception(StateUnavailable(str(error)))
+                future.exception()  # retrieved: no "never retrieved" warning when no request waits
+        if self._pending_seen or self._pending_future is not None:
+            self._commit_next()
+        else:
+            self._committing = False
+
+    def _wait_for_locks(self) -> None:
+        """In the writer thread, before a write: wait for another process's lock only while writes succeed."""
+        busy_ms = int(WRITE_BUSY_TIMEOUT_SECONDS * 1000) if self.writable else 0
+        if busy_ms != self._busy_ms:
+            self._wdb.execute(f"PRAGMA busy_timeout={busy_ms}")
+            self._busy_ms = busy_ms
+
+    def _write_seen(self, ids: dict[str, int]) -> None:
+        rows = list(ids.items())
+        with self._write_lock:
+            self._wait_for_locks()
+            if len(rows) <= SEEN_ROWS_PER_STATEMENT:
+                # One statement in autocommit mode is its own transaction: a single sqlite3_step, so the worker
+                # takes the GIL back once, not once per row and per BEGIN/COMMIT (a busy event loop hands the
+                # GIL over only every few ms).
+                self._wdb.execute(_insert_seen_sql(len(rows)), [v for row in rows for v in row])
+                return
+            self._transaction(lambda db: db.executemany(
+                "INSERT OR IGNORE INTO seen_events (id, received) VALUES (?, ?)", rows
+            ))
+
     def seen(self, event_id: str) -> bool:
         """True if `event_id` was seen before; read-only (unlike check_and_mark, remembers nothing)."""
-        if event_id in self._pending_seen or any(event_id in b.seen for b in self._inflight):
+        if self._known(event_id):
             return True
         if not self._filter.may_contain(event_id):
             return False
@@ -123,8 +381,9 @@ class StateStore:
         return self._db.execute("SELECT 1 FROM seen_events WHERE id = ?", (event_id,)).fetchone() is not None
 
     def seen_count(self) -> int:
+        """Counts the table: a scan, so not for the event loop of a big store (prune_in_background counts too)."""
         (n,) = self._db.execute("SELECT count(*) FROM seen_events").fetchone()
-        return n + len(self._pending_seen) + sum(len(b.seen) for b in self._inflight if not b.committed)
+        return n + len(self._pending_seen) + sum(len(b.ids) for b in self._inflight_seen)
 
     # -- key/value state for detectors -----------------------------------------------------------------------
 
@@ -137,8 +396,8 @@ class StateStore:
     def get(self, ns: str, key: str) -> Any:
         pending = self._pending_kv.get((ns, key), None)
         if pending is None:
-            for batch in reversed(self._inflight):  # newest first
-                pending = batch.kv.get((ns, key), None)
+            for batch in reversed(self._inflight_kv):  # newest first
+                pending = batch.get((ns, key), None)
                 if pending is not None:
                     break
         if pending is _DELETED:
@@ -151,8 +410,8 @@ class StateStore:
     def items(self, ns: str) -> Iterator[tuple[str, Any]]:
         """Every (key, value) of a namespace, pending writes included."""
         pending: dict[str, Any] = {}
-        for batch in self._inflight:  # oldest first: newer writes replace older ones
-            pending.update((k, v) for (n, k), v in batch.kv.items() if n == ns)
+        for batch in self._inflight_kv:  # oldest first: newer writes replace older ones
+            pending.update((k, v) for (n, k), v in batch.items() if n == ns)
         pending.update((k, v) for (n, k), v in self._pending_kv.items() if n == ns)
         for key, blob in self._db.execute("SELECT key, value FROM kv WHERE ns = ?", (ns,)):
             if key in pending:
@@ -166,117 +425,243 @@ class StateStore:
 
     @property
     def dirty(self) -> bool:
-        """Whether some write is not on disk yet (pending, or in a background flush still running)."""
-        return bool(self._pending_seen or self._pending_kv) or any(not b.committed for b in self._inflight)
+        """Whether some write is not on disk yet (pending, or being written)."""
+        return bool(
+            self._pending_seen or self._pending_kv or self._pending_prunes or self._inflight_seen
+            or self._inflight_kv
+        )
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], object]) -> None:
+        """One write transaction on the writer connection; the caller holds _write_lock."""
+        db = self._wdb
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            body(db)
+            db.execute("COMMIT")
+        except BaseException:
+            # The ROLLBACK can fail too (e.g. a full disk); the error that matters is the first one.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+
+    def _note_ok(self) -> None:
+        if not self.writable and time.time() - self._last_failure >= RECOVERY_QUIET_SECONDS:
+            self.writable = True
+            logs.event(logging.WARNING, "state writable again", path=self.path,
+                       unwritable_seconds=round(time.time() - self._unwritable_since, 1))
+            if self.on_writable_change is not None:
+                self.on_writable_change(True)
+
+    def _note_failure(self, error: BaseException) -> None:
+        self.write_errors += 1
+        self._last_failure = time.time()
+        if self.writable:
+            # Once per episode: a full disk fails every commit, and one line says all there is to say.
+            self.writable = False
+            self._unwritable_since = time.time()
+            logs.event(logging.ERROR, "state cannot be saved: webhooks are answered 503 until it can",
+                       path=self.path, error=f"{type(error).__name__}: {error}"[:300])
+            if self.on_writable_change is not None:
+                self.on_writable_change(False)
 
     def flush(self, now: float | None = None) -> None:
-        """Write every pending change, and wait for a background flush in progress: on return all is on disk."""
+        """Write every pending change on the caller's thread, after any write under way: then all is on disk.
+
+        For shutdown, tests and in-memory stores; the server's periodic flush is flush_in_background."""
         if self._closed:
             return
-        batch = self._take(now)
-        with self._write_lock:
-            if batch is not None:
-                self._commit_or_restore(batch)
+        seen, self._pending_seen = self._pending_seen, {}
+        kv, self._pending_kv = self._pending_kv, {}
+        prunes, self._pending_prunes = self._pending_prunes, []
+        future, self._pending_future = self._pending_future, None
+        try:
+            with self._write_lock:
+                if seen:
+                    self._transaction(lambda db: db.executemany(
+                        "INSERT OR IGNORE INTO seen_events (id, received) VALUES (?, ?)", seen.items()
+                    ))
+                if kv or prunes:
+                    upserts, deletes = self._kv_rows(kv, now)
+                    self._transaction(lambda db: self._write_kv_rows(db, upserts, deletes, prunes))
+        except BaseException as exc:
+            for event_id, received in seen.items():
+                self._pending_seen.setdefault(event_id, received)
+            self._restore_kv(kv, prunes)
+            if future is not None and not future.done():
+                self._pending_future = future
+            if isinstance(exc, sqlite3.Error):
+                self._note_failure(exc)
+            raise
+        self._note_ok()
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def commit_pending(self) -> asyncio.Future[None] | None:
+        """The commit of every pending id (started if need be), or None when nothing is pending."""
+        if not self._pending_seen:
+            return self._inflight_seen[-1].future if self._inflight_seen else None
+        return self.commit_of(next(iter(self._pending_seen)))
 
     async def flush_in_background(self, now: float | None = None) -> None:
-        """Like flush(), but the writing happens in a worker thread while the event loop goes on."""
+        """Commit pending ids and the detectors' key/value writes from the writer thread while the loop goes on.
+
+        Raises StateUnavailable when a write fails (the writes stay pending for the next flush; nothing of the
+        key/value state is acknowledged to anyone, so keeping it costs nothing but bounded memory)."""
         if self._closed:
             return
         if self._in_memory:
             self.flush(now)
             return
-        batch = self._take(now)
-        if batch is None:
+        ids = self.commit_pending()
+        if ids is not None:
+            await ids
+        if not (self._pending_kv or self._pending_prunes):
+            # While not writable (an episode lasts until a quiet spell, RECOVERY_QUIET_SECONDS), a probe write
+            # each flush is what ends it, with or without traffic.
+            if not self.writable:
+                await self._run(self._probe)
             return
-        # Taken on the loop thread, released by the worker: a later flush() waits for this batch to be written.
-        self._write_lock.acquire()
-        future = asyncio.get_running_loop().run_in_executor(None, self._write_and_release, batch)
+        kv, self._pending_kv = self._pending_kv, {}
+        prunes, self._pending_prunes = self._pending_prunes, []
+        self._inflight_kv.append(kv)
         try:
-            await asyncio.shield(future)
-        except asyncio.CancelledError:
-            # The write goes on (close() waits for it through the lock); keep the batch visible until it ends.
-            future.add_done_callback(lambda f: self._settle(batch, f.exception() if not f.cancelled() else None))
-            raise
-        except Exception as exc:
-            self._settle(batch, exc)
-            raise
-        self._settle(batch, None)
-
-    def _take(self, now: float | None) -> _Batch | None:
-        if not (self._pending_seen or self._pending_kv):
-            return None
-        batch = _Batch(self._pending_seen, self._pending_kv, now)
-        self._pending_seen = {}
-        self._pending_kv = {}
-        self._inflight.append(batch)
-        return batch
-
-    def _commit_or_restore(self, batch: _Batch) -> None:
-        try:
-            self._write(batch)
-        except BaseException as exc:
-            self._settle(batch, exc)
-            raise
-        self._settle(batch, None)
-
-    def _write_and_release(self, batch: _Batch) -> None:
-        try:
-            self._write(batch)
-        finally:
-            self._write_lock.release()
-
-    def _settle(self, batch: _Batch, error: BaseException | None) -> None:
-        """On the caller's thread, after a batch's transaction: forget it, or on failure make it pending again."""
-        if batch in self._inflight:
-            self._inflight.remove(batch)
-        if error is not None:
-            # Not on disk: pending again, for the next flush; writes made since then are newer and win.
-            for event_id, received in batch.seen.items():
-                self._pending_seen.setdefault(event_id, received)
-            for key, value in batch.kv.items():
-                self._pending_kv.setdefault(key, value)
-
-    def _write(self, batch: _Batch) -> None:
-        """One transaction on the writer connection; the caller holds _write_lock."""
-        db = self._wdb
-        db.execute("BEGIN")
-        try:
-            if batch.seen_rows:
-                db.executemany("INSERT OR IGNORE INTO seen_events (id, received) VALUES (?, ?)", batch.seen_rows)
-            if batch.upserts:
-                db.executemany(
-                    "INSERT INTO kv (ns, key, value, updated) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
-                    batch.upserts,
-                )
-            if batch.deletes:
-                db.executemany("DELETE FROM kv WHERE ns = ? AND key = ?", batch.deletes)
-            db.execute("COMMIT")
+            upserts, deletes = self._kv_rows(kv, now)
+            last = max(len(upserts), len(deletes), 1)
+            for start in range(0, last, KV_CHUNK_ROWS):
+                end = start + KV_CHUNK_ROWS
+                chunk_prunes = prunes if end >= last else []
+                await self._run(self._write_kv, upserts[start:end], deletes[start:end], chunk_prunes)
         except BaseException:
-            db.execute("ROLLBACK")
+            # Written again whole by the next flush (upserts are idempotent; newer values put meanwhile win).
+            self._restore_kv(kv, prunes)
             raise
-        batch.committed = True
+        finally:
+            self._inflight_kv.remove(kv)
+
+    async def _run(self, job: Callable[..., None], *args: Any) -> None:
+        """Run a write job in the writer thread; its failure marks the store unwritable (StateUnavailable)."""
+        try:
+            await asyncio.wrap_future(self._executor.submit(job, *args))
+        except sqlite3.Error as exc:
+            self._note_failure(exc)
+            raise StateUnavailable(str(exc)) from exc
+        self._note_ok()
+
+    def _probe(self) -> None:
+        with self._write_lock:
+            self._wait_for_locks()
+            self._transaction(lambda db: db.execute(
+                "INSERT INTO kv (ns, key, value, updated) VALUES ('billingwatch', 'probe', x'31', ?) "
+                "ON CONFLICT (ns, key) DO UPDATE SET updated = excluded.updated", (int(time.time()),)
+            ))
+
+    def _restore_kv(self, kv: dict[tuple[str, str], Any], prunes: list[tuple[str, int]]) -> None:
+        for key, value in kv.items():
+            self._pending_kv.setdefault(key, value)
+        self._pending_prunes[:0] = prunes
+
+    @staticmethod
+    def _kv_rows(kv: dict[tuple[str, str], Any], now: float | None) -> tuple[list[tuple], list[tuple]]:
+        # Built (and values serialised) on the caller's thread: a worker thread doing this Python work would
+        # hold the GIL in long stretches and stall the event loop.
+        now_i = int(now if now is not None else time.time())
+        upserts = [(ns, k, orjson.dumps(v), now_i) for (ns, k), v in kv.items() if v is not _DELETED]
+        deletes = [(ns, k) for (ns, k), v in kv.items() if v is _DELETED]
+        return upserts, deletes
+
+    def _write_kv(self, upserts: list[tuple], deletes: list[tuple], prunes: list[tuple[str, int]]) -> None:
+        with self._write_lock:
+            self._wait_for_locks()
+            self._transaction(lambda db: self._write_kv_rows(db, upserts, deletes, prunes))
+
+    @staticmethod
+    def _write_kv_rows(db: sqlite3.Connection, upserts: list[tuple], deletes: list[tuple],
+                       prunes: list[tuple[str, int]]) -> None:
+        if upserts:
+            db.executemany(
+                "INSERT INTO kv (ns, key, value, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
+                upserts,
+            )
+        if deletes:
+            db.executemany("DELETE FROM kv WHERE ns = ? AND key = ?", deletes)
+        for ns, older_than in prunes:
+            db.execute("DELETE FROM kv WHERE ns = ? AND updated < ?", (ns, older_than))
 
     def prune(self, now: float) -> int:
-        """Forget ids older than the retention; returns how many were dropped."""
+        """Forget ids older than the retention; returns how many were dropped (synchronous: in-memory stores)."""
         cutoff = int(now - self.retention_seconds)
         with self._write_lock:
             cur = self._wdb.execute("DELETE FROM seen_events WHERE received < ?", (cutoff,))
             return cur.rowcount
 
-    def prune_namespace(self, ns: str, older_than: float) -> int:
-        """Forget key/value entries of `ns` last written before `older_than` (unix seconds)."""
-        self.flush()
-        with self._write_lock:
-            cur = self._wdb.execute("DELETE FROM kv WHERE ns = ? AND updated < ?", (ns, int(older_than)))
-            return cur.rowcount
+    async def prune_in_background(self, now: float) -> tuple[int, int]:
+        """prune() from the writer thread, in chunks (id commits get in between); returns (dropped, kept)."""
+        if self._in_memory:
+            return self.prune(now), self.seen_count()
+        cutoff = int(now - self.retention_seconds)
+        dropped = [0]
+
+        def chunk() -> None:
+            with self._write_lock:
+                self._transaction(lambda db: dropped.__setitem__(0, db.execute(
+                    "DELETE FROM seen_events WHERE id IN "
+                    "(SELECT id FROM seen_events WHERE received < ? LIMIT ?)", (cutoff, PRUNE_CHUNK_ROWS)
+                ).rowcount))
+
+        total = 0
+        while True:
+            await self._run(chunk)
+            total += dropped[0]
+            if dropped[0] < PRUNE_CHUNK_ROWS:
+                break
+        count = [0]
+
+        def counting() -> None:
+            with self._write_lock:
+                count[0] = self._wdb.execute("SELECT count(*) FROM seen_events").fetchone()[0]
+
+        await asyncio.wrap_future(self._executor.submit(counting))
+        return total, count[0]
+
+    def prune_namespace(self, ns: str, older_than: float) -> None:
+        """Forget key/value entries of `ns` last written before `older_than` (unix seconds), with the next flush
+        (the entries written by that flush are stamped with its time, so they are kept)."""
+        self._pending_prunes.append((ns, int(older_than)))
+        if self._in_memory:
+            self.flush()
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, the writer), off the loop."""
+        if self._in_memory or self._closed:
+            return
+
+        def run() -> None:
+            with contextlib.suppress(sqlite3.Error):  # a failed checkpoint is retried by the next one
+                self._cdb.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+        await asyncio.to_thread(run)
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def close(self) -> None:
+        """Write what is pending and close. Raises StateUnavailable when that last write fails."""
         if self._closed:
             return
-        self.flush()
-        self._closed = True
-        with self._write_lock:
-            if self._wdb is not self._db:
-                self._wdb.close()
-            self._db.close()
+        self._executor.shutdown(wait=True)  # writes under way finish first
+        try:
+            self.flush()
+        except sqlite3.Error as exc:
+            raise StateUnavailable(str(exc)) from exc
+        finally:
+            self._closed = True
+            with self._write_lock:
+                if self._wdb is not self._db:
+                    self._wdb.close()
+                    self._cdb.close()
+                self._db.close()
+            self._release_lock()

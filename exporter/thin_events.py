@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -30,6 +31,7 @@ import orjson
 
 from exporter import logs
 from exporter.ingest import Ingestor, event_shape_error
+from exporter.state import StateUnavailable
 
 OUTCOME = "thin_event"
 LOG_EVERY_SECONDS = 60.0
@@ -131,4 +133,8 @@ class ThinEvents:
             self._counter.inc()
             self._warn("thin event: the fetched object is not usable", type=event_type[:100])
             return OUTCOME, 503
-        return self.ingestor.ingest(full, received), 200
+        try:
+            return await self.ingestor.ingest_acknowledged(full, received), 200
+        except (StateUnavailable, sqlite3.Error):
+            self.ingestor.unavailable()
+            return "unavailable", 503

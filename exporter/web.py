@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from exporter.ingest import Ingestor, event_shape_error
 from exporter.landing import LandingPage, iso
 from exporter.metrics import Metrics
 from exporter.scrape import ScrapeHandler
+from exporter.state import StateUnavailable
 from exporter.thin_events import ThinEvents, is_thin
 
 SIGNATURE_HEADER = "Stripe-Signature"
@@ -208,7 +210,12 @@ def webhook_app(
             problem = event_shape_error(event)
             if problem is not None:
                 return reject("invalid_payload", 400, f"not a Stripe event: {problem}")
-            outcome = ingestor.ingest(event, clock())
+            try:
+                # Answered only once the id is on disk; if it cannot be saved, 503 makes Stripe deliver it again.
+                outcome = await ingestor.ingest_acknowledged(event, clock())
+            except (StateUnavailable, sqlite3.Error):
+                ingestor.unavailable()
+                return _json({"error": "state cannot be saved; retry later", "outcome": "unavailable"}, status=503)
             if debug:
                 logs.event(logging.DEBUG, "webhook", outcome=outcome, type=event["type"][:100])
             return web.Response(body=answers[outcome], content_type="application/json")

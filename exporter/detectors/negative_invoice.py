@@ -301,7 +301,7 @@ class NegativeInvoiceDetector:
     def tick(self, now: float) -> None:
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_INTERVAL
-            # Hourly: prune_namespace flushes synchronously, a pause the hot path must not pay more often.
+            # Hourly: the deletion runs with the next state flush, in the writer thread.
             self.state.prune_namespace(NS, now - RETENTION_SECONDS)
 
 

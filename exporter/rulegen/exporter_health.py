@@ -205,5 +205,22 @@ def group(cfg: RulesConfig) -> dict[str, Any]:
                     "error log lines."
                 ),
             ),
+            # While the state cannot be saved, webhooks are answered 503 (Stripe retries them for 3 days, so
+            # nothing is lost yet) and the metrics stop moving. `for`: a write lock held for a second by a backup
+            # heals by itself and is no reason to page.
+            alert(
+                cfg,
+                "BillingWatchStateNotWritable",
+                f"{sel(cfg, 'billingwatch_state_writable')} == 0",
+                for_duration=e.down_for,
+                labels={**LABELS, "severity": "critical"},
+                summary="The exporter cannot save its state: webhooks are answered 503.",
+                description=(
+                    "{{ $labels.instance }} of job {{ $labels.job }} has failed to write its state for more than "
+                    f"{e.down_for} (disk full, read-only filesystem, or a lock held by another process; the exporter's "
+                    "log names the SQLite error). Stripe retries the rejected events, but billing metrics and alerts "
+                    "are stale until it recovers."
+                ),
+            ),
         ],
     }
