@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from exporter.charge_signals import ChargeSignals
 from exporter.metrics import Children, Metrics
 from exporter.money import normalize_currency, to_major
 from exporter.state import StateStore
@@ -37,6 +38,7 @@ class Accounting:
         self._invoices_paid = Children(m.invoices_paid)
         self._invoice_amount_paid = Children(m.invoice_amount_paid)
         self._invoice_payment_failures = Children(m.invoice_payment_failures)
+        self.signals = ChargeSignals(metrics)
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "charge.succeeded": self._charge_succeeded,
             "charge.captured": self._charge_captured,
@@ -52,6 +54,7 @@ class Accounting:
         handler = self._handlers.get(event_type)
         if handler is not None:
             handler(obj)
+        self.signals.apply(event_type, obj)
 
     def _currency(self, obj: dict[str, Any]) -> tuple[str, str | None]:
         """(label value, currency code usable for amounts or None)."""
