@@ -19,6 +19,7 @@ ALERT_PANELS: dict[str, tuple[str, str]] = {
     "BillingWatchRevenueDrop": ("overview", "Revenue vs baseline"),
     "BillingWatchRefundRatioHigh": ("overview", "Refund ratio"),
     "BillingWatchChargeFailureSpike": ("overview", "Charge failure ratio"),
+    "BillingWatchCardTesting": ("overview", "Failed charges by code"),
     "BillingWatchDisputeSpike": ("overview", "Dispute ratio vs network thresholds"),
     "BillingWatchMonthlyDisputeRatioHigh": ("overview", "Dispute ratio vs network thresholds"),
     "BillingWatchEarlyFraudWarningSpike": ("overview", "Early fraud warning ratio"),
