@@ -12,7 +12,7 @@ from typing import Any
 from exporter.rulegen.config import RulesConfig
 from exporter.rulegen.durations import format_duration, parse_duration
 from exporter.rulegen.promql import alert, counter_increase, percent, query_value, record, sel
-from exporter.rulegen.stats import num, poisson_threshold
+from exporter.rulegen.stats import larger, num, poisson_threshold
 
 
 def group(cfg: RulesConfig) -> dict[str, Any]:
@@ -106,10 +106,16 @@ def refund_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
             f"  {num(f.min_refund_rate_ratio)}\n)\nand on ({by})\ncount_over_time({succeeded}{history}) >= "
             f"{f.min_baseline_days}",
         ),
+        # Today's charges at the usual rate, or the usual daily count when that is more: refunds follow charges by
+        # days, so a quiet Sunday still receives the refunds of a busy week.
         record(
             expected,
-            f"(\n  {rate}\n  or\n  {succeeded} * 0 + {num(f.cold_start_refund_rate_ratio)}\n)\n"
-            f"* on ({by})\n{succeeded}",
+            larger(
+                f"(\n  {rate}\n  or\n  {succeeded} * 0 + {num(f.cold_start_refund_rate_ratio)}\n)\n"
+                f"* on ({by})\n{succeeded}",
+                f"avg_over_time({refunds}{history})\nand on ({by})\ncount_over_time({succeeded}{history}) >= "
+                f"{f.min_baseline_days}",
+            ),
         ),
         alert(
             cfg,

@@ -36,5 +36,5 @@ def poisson_threshold(expected: str, z: float) -> str:
 
 
 def larger(a: str, b: str) -> str:
-    """Element-wise max of two vectors with the same label sets (b where a is missing)."""
-    return f"(\n  ({a})\n  >=\n  ({b})\n)\nor\n({b})"
+    """Element-wise max of two vectors with the same label sets (the one that exists where the other is missing)."""
+    return f"(\n  ({a})\n  >=\n  ({b})\n)\nor\n({b})\nor\n({a})"
