@@ -51,6 +51,14 @@ class Scope:
     def p(self, w: str) -> str:
         return f"{self.level}:stripe_charge_failed_payers:increase{w}"
 
+    def k(self, w: str) -> str:
+        """Failures the test counts: each failing payer once per window where the exporter tells payers apart."""
+        return f"{self.level}:{self.failed}:distinct_increase{w}" if self.payers else self.f(w)
+
+    def n(self, w: str) -> str:
+        """Attempts the test counts: a payer's repeated failures in the window folded into one."""
+        return f"{self.level}:{self.attempts}:distinct_increase{w}" if self.payers else self.a(w)
+
     def ratio(self, w: str) -> str:
         return f"{self.level}:{self.failed}:ratio_rate{w}"
 
@@ -146,7 +154,15 @@ def scope_rules(cfg: RulesConfig, s: Scope) -> list[dict[str, Any]]:
     start = c.cold_start_off_session_baseline_ratio if off else c.cold_start_baseline_ratio
     cold = min(max(c.baseline_factor * start, c.min_threshold_ratio), c.max_threshold_ratio)
     rules = [record(s.ratio(main), f"{s.f(main)}\n/\n({s.a(main)} > 0)")]
-    rules += [record(s.wilson(w), wilson_lower(s.f(w), f"({s.a(w)} > 0)", c.z)) for w in s.windows]
+    if s.payers:
+        for w in s.windows:
+            rules += [
+                # A customer retrying a declined card four times is one failure, not four independent ones (falls
+                # back to every failure where stripe_charge_failed_payers_total is missing).
+                record(s.k(w), f"(\n  {s.p(w)} <= on ({s.by}) {s.f(w)}\n)\nor\n{s.f(w)}"),
+                record(s.n(w), f"{s.a(w)} - {s.f(w)} + {s.k(w)}"),
+            ]
+    rules += [record(s.wilson(w), wilson_lower(s.k(w), f"({s.n(w)} > 0)", c.z)) for w in s.windows]
     rules += [
         # The median of the last completed UTC days' failure ratios (daily sums of the recorded hourly counts:
         # 7 x 24 points), once enough days are known.
@@ -175,7 +191,7 @@ def spike_expr(cfg: RulesConfig, s: Scope, *, critical: bool = False) -> str:
         cond = f"{s.wilson(w)} > on ({s.by}) {s.threshold}"
         if critical:
             cond = f"({cond}) > {num(c.critical_ratio)}"
-        cond += f"\nand on ({s.by}) {s.f(w)} >= {c.min_failures}"
+        cond += f"\nand on ({s.by}) {s.k(w)} >= {c.min_failures}"
         if s.payers:
             cond += f"\nunless on ({s.by}) {s.p(w)} < {c.min_failing_payers}"
         if w == c.long_window:
