@@ -83,9 +83,9 @@ def test_thresholds_come_from_the_config() -> None:
     spike = {"z": 3, "min_threshold_ratio": 0.25, "min_failures": 6, "baseline_factor": 3}
     cfg = build_config({"rules": {"charge_failure_spike": spike}}).rules
     text = render(cfg)["billingwatch-payments.yml"]
-    assert "- 3 * sqrt(clamp_min(job:stripe_charges_on_session_failed:increase15m" in text
+    assert "- 3 * sqrt(clamp_min(job:stripe_charges_on_session_failed:distinct_increase15m" in text
     assert "3 * job:stripe_charges_on_session_failed:ratio_baseline7d," in text and "0.25, 0.6" in text
-    assert "and on (job, livemode) job:stripe_charges_on_session_failed:increase1h >= 6" in text
+    assert "and on (job, livemode) job:stripe_charges_on_session_failed:distinct_increase1h >= 6" in text
     assert "3 x the usual ratio of the last 7 days" in text
     custom = build_config({"rules": {"runbook_base_url": "https://wiki.example.com/billing", "job": "bw"}}).rules
     text = render(custom)["billingwatch-anomalies.yml"]
