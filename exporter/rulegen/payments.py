@@ -159,7 +159,7 @@ def scope_rules(cfg: RulesConfig, s: Scope) -> list[dict[str, Any]]:
             rules += [
                 # A customer retrying a declined card four times is one failure, not four independent ones (falls
                 # back to every failure where stripe_charge_failed_payers_total is missing).
-                record(s.k(w), f"(\n  {s.p(w)} <= on ({s.by}) {s.f(w)}\n)\nor\n{s.f(w)}"),
+                record(s.k(w), f"(\n  {s.p(w)} <= on ({s.by}) {s.f(w)}\n) * 1\nor\n{s.f(w)} * 1"),
                 record(s.n(w), f"{s.a(w)} - {s.f(w)} + {s.k(w)}"),
             ]
     rules += [record(s.wilson(w), wilson_lower(s.k(w), f"({s.n(w)} > 0)", c.z)) for w in s.windows]
@@ -196,7 +196,9 @@ def spike_expr(cfg: RulesConfig, s: Scope, *, critical: bool = False) -> str:
             cond += f"\nunless on ({s.by}) {s.p(w)} < {c.min_failing_payers}"
         if w == c.long_window:
             cond += f"\nand on ({s.by}) ({s.ratio(c.window)} > on ({s.by}) {s.threshold} or {s.a(c.window)} == 0)"
-        branches.append(f"(\n{cond}\n)")
+        branches.append(f"(\n{cond}\n) * 1")
+    # `* 1` drops each branch's metric name: whichever window holds, the result is one series (a range query, as
+    # the backtest makes, would otherwise return one series per window for the same labels).
     return "\nor\n".join(branches)
 
 
@@ -428,8 +430,8 @@ def monthly_dispute_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
             "BillingWatchMonthlyDisputeRatioHigh",
             (
                 f"(\n  {ratio} >= {num(m.mastercard_ratio)}\n  and on ({BY_JOB})\n  {disputes} >= "
-                f"{m.mastercard_min_disputes}\n)\nor\n(\n  {vamp} >= {num(m.visa_ratio)}\n  and on ({BY_JOB})\n"
-                f"  {disputes} + {efws} >= {m.visa_min_count}\n)"
+                f"{m.mastercard_min_disputes}\n) * 1\nor\n(\n  {vamp} >= {num(m.visa_ratio)}\n  and on ({BY_JOB})\n"
+                f"  {disputes} + {efws} >= {m.visa_min_count}\n) * 1"
             ),
             for_duration=m.for_duration,
             labels={"detector": "fraud_spike", "severity": "critical"},
