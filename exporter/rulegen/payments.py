@@ -184,7 +184,8 @@ def scope_rules(cfg: RulesConfig, s: Scope) -> list[dict[str, Any]]:
 
 def spike_expr(cfg: RulesConfig, s: Scope, *, critical: bool = False) -> str:
     """Any window's Wilson lower bound above the threshold (or, critical, above critical_ratio as well), with
-    enough failures from enough payers; the long window only while the main one is still elevated (or quiet)."""
+    enough failures from enough payers; the long window only while the main one is still elevated (an hour without
+    attempts must not revive an episode that ended hours ago; keep_firing_for bridges quiet hours within one)."""
     c = cfg.charge_failure_spike
     branches = []
     for w in s.windows:
@@ -195,7 +196,7 @@ def spike_expr(cfg: RulesConfig, s: Scope, *, critical: bool = False) -> str:
         if s.payers:
             cond += f"\nunless on ({s.by}) {s.p(w)} < {c.min_failing_payers}"
         if w == c.long_window:
-            cond += f"\nand on ({s.by}) ({s.ratio(c.window)} > on ({s.by}) {s.threshold} or {s.a(c.window)} == 0)"
+            cond += f"\nand on ({s.by}) {s.ratio(c.window)} > on ({s.by}) {s.threshold}"
         branches.append(f"(\n{cond}\n) * 1")
     # `* 1` drops each branch's metric name: whichever window holds, the result is one series (a range query, as
     # the backtest makes, would otherwise return one series per window for the same labels).
