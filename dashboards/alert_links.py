@@ -20,6 +20,7 @@ ALERT_PANELS: dict[str, tuple[str, str]] = {
     "BillingWatchRefundRatioHigh": ("overview", "Refund ratio"),
     "BillingWatchChurnSpike": ("overview", "Subscriptions by status"),
     "BillingWatchChargeFailureSpike": ("overview", "Charge failure ratio"),
+    "BillingWatchCardTesting": ("overview", "Failed charges by code"),
     "BillingWatchDisputeSpike": ("overview", "Dispute ratio vs network thresholds"),
     "BillingWatchMonthlyDisputeRatioHigh": ("overview", "Dispute ratio vs network thresholds"),
     "BillingWatchEarlyFraudWarningSpike": ("overview", "Early fraud warning ratio"),

@@ -283,8 +283,8 @@ def build() -> dict[str, Any]:
         m.timeseries(
             "Refund ratio",
             f"Refunded amount / collected amount over the last {refunds.window}, per currency. "
-            f"BillingWatchRefundRatioHigh fires above {_pct(refunds.max_refund_ratio)} (with at least "
-            f"{refunds.min_charges} charges).",
+            f"BillingWatchRefundRatioHigh fires above {_pct(refunds.max_refund_ratio)} when the number of refunds is "
+            "also significantly above the currency's usual refunds per charge.",
             [m.target(per_currency(rec.refund_ratio), "{{currency}}")],
             unit="percentunit",
             thresholds=m.threshold_steps(critical=refunds.max_refund_ratio),
@@ -299,11 +299,11 @@ def build() -> dict[str, Any]:
         m.timeseries(
             "Charge failure ratio",
             f"Failed charge attempts / all charge attempts over the last {spike.window}, per currency. "
-            f"BillingWatchChargeFailureSpike fires above {_pct(spike.max_failure_ratio)} (with at least "
-            f"{spike.min_attempts} attempts in the window).",
+            f"BillingWatchChargeFailureSpike fires when the ratio is significantly above {spike.baseline_factor:g} x "
+            f"the usual ratio, and never below {_pct(spike.min_threshold_ratio)} (the line).",
             [m.target(per_currency(rec.charge_failure_ratio), "{{currency}}")],
             unit="percentunit",
-            thresholds=m.threshold_steps(critical=spike.max_failure_ratio),
+            thresholds=m.threshold_steps(critical=spike.min_threshold_ratio),
         ),
         12,
         8,
@@ -334,14 +334,14 @@ def build() -> dict[str, Any]:
             "Dispute ratio vs network thresholds",
             f"Disputes / successful charges over the last {fraud.window} and {monthly.window}. Visa's and Mastercard's "
             f"monitoring programmes start at 1 % a month: BillingWatchMonthlyDisputeRatioHigh warns from "
-            f"{_pct(monthly.warning_ratio)} over {monthly.window}, BillingWatchDisputeSpike from "
-            f"{_pct(fraud.max_dispute_ratio)} over {fraud.window}.",
+            f"{_pct(monthly.warning_ratio)} over {monthly.window} and is critical from Mastercard's "
+            f"{_pct(monthly.mastercard_ratio)}; BillingWatchDisputeSpike compares a day with the account's own rate.",
             [
                 m.target(per_job(rec.dispute_ratio_day), f"last {fraud.window}"),
                 m.target(per_job(rec.dispute_ratio_month), f"last {monthly.window}"),
             ],
             unit="percentunit",
-            thresholds=m.threshold_steps(warning=monthly.warning_ratio, critical=fraud.max_dispute_ratio),
+            thresholds=m.threshold_steps(warning=monthly.warning_ratio, critical=monthly.mastercard_ratio),
         ),
         12,
         8,
@@ -350,10 +350,10 @@ def build() -> dict[str, Any]:
         m.timeseries(
             "Early fraud warning ratio",
             f"Radar early fraud warnings / successful charges over the last {fraud.window}. Warnings precede disputes "
-            f"by weeks; BillingWatchEarlyFraudWarningSpike fires from {_pct(fraud.max_early_fraud_warning_ratio)}.",
+            "by weeks; BillingWatchEarlyFraudWarningSpike fires when a day's count is far above the account's own.",
             [m.target(per_job(rec.early_fraud_warning_ratio_day), f"last {fraud.window}")],
             unit="percentunit",
-            thresholds=m.threshold_steps(critical=fraud.max_early_fraud_warning_ratio),
+            thresholds=m.threshold_steps(),
         ),
         12,
         8,

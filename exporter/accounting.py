@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from exporter.bounds import sane_amount
+from exporter.charge_signals import ChargeSignals
 from exporter.churn_signals import ChurnSignals
 from exporter.metrics import Children, Metrics
 from exporter.modes import mode_label
@@ -62,6 +63,7 @@ class Accounting:
         self._invoice_amount_paid = Children(m.invoice_amount_paid)
         self._invoice_payment_failures = Children(m.invoice_payment_failures)
         self.churn = ChurnSignals(metrics, state)
+        self.signals = ChargeSignals(metrics)
         self._handlers: dict[str, Handler] = {
             "charge.succeeded": self._charge_succeeded,
             "charge.captured": self._charge_captured,
@@ -89,6 +91,7 @@ class Accounting:
             handler(obj, mode_label(event.get("livemode")), event)
         data = event.get("data")
         self.churn.apply(event_type, obj, data.get("previous_attributes") if isinstance(data, dict) else None)
+        self.signals.apply(event_type, obj)
 
     def _currency(self, obj: dict[str, Any]) -> tuple[str, str | None]:
         """(label value, currency code usable for amounts or None)."""

@@ -157,13 +157,13 @@ def test_units_are_set() -> None:
 def _thresholds(cfg: Any) -> dict[tuple[str, str], list[float]]:
     """Expected threshold lines, per (dashboard uid, panel title), from a rules config."""
     return {
-        (overview.UID, "Charge failure ratio"): [cfg.charge_failure_spike.max_failure_ratio],
+        (overview.UID, "Charge failure ratio"): [cfg.charge_failure_spike.min_threshold_ratio],
         (overview.UID, "Refund ratio"): [cfg.refunds.max_refund_ratio],
         (overview.UID, "Dispute ratio vs network thresholds"): [
             cfg.dispute_monthly.warning_ratio,
-            cfg.fraud_spike.max_dispute_ratio,
+            cfg.dispute_monthly.mastercard_ratio,
         ],
-        (overview.UID, "Early fraud warning ratio"): [cfg.fraud_spike.max_early_fraud_warning_ratio],
+        (overview.UID, "Early fraud warning ratio"): [],
         (overview.UID, "Revenue vs baseline"): [
             pytest.approx(1 - cfg.revenue_drop.critical_drop_ratio),
             pytest.approx(1 - cfg.revenue_drop.warning_drop_ratio),
@@ -186,7 +186,7 @@ def test_thresholds_follow_a_changed_config(monkeypatch) -> None:
     cfg = sources.rules_config()
     changed = dataclasses.replace(
         cfg,
-        charge_failure_spike=dataclasses.replace(cfg.charge_failure_spike, max_failure_ratio=0.42, window="2h"),
+        charge_failure_spike=dataclasses.replace(cfg.charge_failure_spike, min_threshold_ratio=0.42, window="2h"),
         webhook_lag=dataclasses.replace(cfg.webhook_lag, warning_seconds=123, critical_seconds=456),
     )
     monkeypatch.setattr(sources, "rules_config", lambda: changed)

@@ -434,13 +434,16 @@ def _largest(doc: dict[str, Any]) -> float:
 
 def test_main_panels_return_data_after_traffic(traffic: Stack) -> None:
     dashboards = _dashboards()
-    baseline = queries.recorded().revenue_baseline  # needs eight days of history
+    recorded = queries.recorded()
+    # Records that need history a fresh Prometheus has not got: the seasonal revenue baseline (weeks), and the
+    # 30-day dispute ratio, summed from daily points at UTC midnights (none before the first midnight).
+    needs_history = (recorded.revenue_baseline, recorded.dispute_ratio_month)
     pending = {
         (uid, f"{title} / {t['refId']}"): (check.substitute(t["expr"], TEST_VALUES), positive)
         for uid, panels in MAIN_PANELS.items()
         for title, positive in panels.items()
         for t in _panel(dashboards[uid], title)["targets"]
-        if baseline not in t["expr"]
+        if not any(name in t["expr"] for name in needs_history)
     }
     assert len(pending) > 30
     problems: dict[tuple[str, str], str] = {}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import REPO, require_binary
 
@@ -142,9 +143,11 @@ def test_backtest_uses_thresholds_rendered_from_the_users_config(tmp_path: Path)
     history = tmp_path / "short.jsonl"
     proc = _cli("simulate", "--output", str(history), "--days", "2", "--events-per-day", "2000", "--start", str(START))
     assert proc.returncode == 0, proc.stderr
-    # ~3 % of charges fail in generated traffic: silent with the shipped 15 %, loud at 2 %.
+    # ~3 % of charges fail in generated traffic: silent with the shipped thresholds (at least 20 %, z = 3.5), loud
+    # with a 2 % threshold, a small z and no minimum counts.
     config = tmp_path / "billingwatch.yml"
-    config.write_text("rules:\n  charge_failure_spike:\n    max_failure_ratio: 0.02\n    min_attempts: 5\n")
+    spike = {"min_threshold_ratio": 0.01, "max_threshold_ratio": 0.02, "z": 0.5, "min_failures": 1}
+    config.write_text(yaml.safe_dump({"rules": {"charge_failure_spike": {**spike, "min_failing_payers": 1}}}))
     proc = _cli("backtest", str(history), "--json", "--config", str(config))
     assert proc.returncode == 0, proc.stderr
     alerts = [json.loads(line) for line in proc.stdout.splitlines()]

@@ -59,9 +59,9 @@ def _registry(tmp: Path) -> tuple[CollectorRegistry, Metrics, AnomalyBoard]:
     metrics = Metrics()
     state = StateStore(tmp / "state.sqlite3")
     board = AnomalyBoard(metrics.registry, state)
+    Accounting(metrics, state)  # registers the rate-signal and churn counters (charge_signals, churn_signals)
     # The missed-delivery poller only runs with STRIPE_API_KEY; its metrics are part of what the exporter exposes.
     MissedDeliveryPoller(build_config().poller, "rk_unused", metrics.registry, state, None)  # type: ignore[arg-type]
-    Accounting(metrics, state)  # registers the accounting's own counters (churn signals)
     return metrics.registry, metrics, board
 
 
@@ -113,7 +113,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             metrics.charges.labels(currency, "true").inc()
             metrics.charges_failed.labels(currency, ("card_declined", "expired_card")[i % 2], "true").inc()
     metrics.refund_amount.labels("usd", "true").inc(19.99)
-    metrics.disputes.labels("fraudulent", "true").inc(2)
+    metrics.disputes.labels("fraudulent", "true").inc(3)
     metrics.disputes.labels("duplicate", "true").inc()
     metrics.early_fraud_warnings.labels("made_with_stolen_card", "true").inc()
     for delay in (0.4, 1.5, 3, 700):
@@ -223,7 +223,7 @@ def test_real_prometheus_records_per_currency_and_fires_the_anomaly_alert(promet
         "jpy": 0.0,
     }
     disputes = _wait(lambda: _query(prometheus, "job:stripe_disputes:increase24h"), "the disputes record")
-    assert [float(r["value"][1]) for r in disputes] == [3]
+    assert [float(r["value"][1]) for r in disputes] == [4]
 
     def firing() -> list[dict[str, Any]]:
         alerts = _get(f"{prometheus}/api/v1/alerts")["data"]["alerts"]
@@ -233,9 +233,10 @@ def test_real_prometheus_records_per_currency_and_fires_the_anomaly_alert(promet
     (dup,) = alerts
     assert dup["labels"]["customer"] == "cus_P" and dup["labels"]["severity"] == "critical"
     assert "19.99 USD" in dup["annotations"]["description"]
-    # 3 disputes against 48 successful charges: the 1 % ratio warning fires, the 5-dispute critical does not.
+    # 4 disputes against 48 successful charges on a new install (expected: 0.2 % of them, 0.1): the warning fires,
+    # the critical (at least 10, five times the expected count) does not.
     disputes_alerts = _wait(
         lambda: [a for a in firing() if a["labels"]["alertname"] == "BillingWatchDisputeSpike"], "dispute alert"
     )
     assert [a["labels"]["severity"] for a in disputes_alerts] == ["warning"]
-    assert disputes_alerts[0]["annotations"]["description"].startswith("3 disputes against 48 successful charges")
+    assert disputes_alerts[0]["annotations"]["description"].startswith("4 disputes were opened over the last 24h")

@@ -20,7 +20,8 @@ from tests.rules_support import RULES_DIR, RUNBOOK, alerts, all_rules, records
 SHORT_WINDOWS = {
     "rules": {
         "intervals": {"payments": "5s", "revenue": "5s", "webhooks": "5s", "exporter": "5s"},
-        "charge_failure_spike": {"window": "1m", "min_attempts": 3, "for_duration": "0s"},
+        "charge_failure_spike": {"short_window": "30s", "window": "1m", "long_window": "2m", "for_duration": "0s"},
+        "card_testing": {"window": "1m"},
         "fraud_spike": {"window": "2m"},
         "dispute_monthly": {"window": "10m"},
         "refunds": {"window": "2m"},
@@ -78,11 +79,13 @@ def test_user_config_with_short_windows_renders_valid_rules(tmp_path: Path) -> N
 
 
 def test_thresholds_come_from_the_config() -> None:
-    cfg = build_config({"rules": {"charge_failure_spike": {"max_failure_ratio": 0.25, "min_attempts": 50}}}).rules
+    spike = {"z": 3, "min_threshold_ratio": 0.25, "min_failures": 6, "baseline_factor": 3}
+    cfg = build_config({"rules": {"charge_failure_spike": spike}}).rules
     text = render(cfg)["billingwatch-payments.yml"]
-    assert "currency:stripe_charges_failed:ratio_rate1h > 0.25" in text
-    assert "currency:stripe_charges:increase1h >= 50" in text
-    assert "threshold 25%, at least 50 attempts" in text
+    assert "- 3 * sqrt(clamp_min(job:stripe_charges_on_session_failed:distinct_increase15m" in text
+    assert "3 * job:stripe_charges_on_session_failed:ratio_baseline7d," in text and "0.25, 0.6" in text
+    assert "and on (job, livemode) job:stripe_charges_on_session_failed:distinct_increase1h >= 6" in text
+    assert "3 x the usual ratio of the last 7 days" in text
     custom = build_config({"rules": {"runbook_base_url": "https://wiki.example.com/billing", "job": "bw"}}).rules
     text = render(custom)["billingwatch-anomalies.yml"]
     assert "https://wiki.example.com/billing#billingwatchduplicatecharge" in text
@@ -93,7 +96,9 @@ def test_thresholds_come_from_the_config() -> None:
     ("section", "message"),
     [
         ({"charge_failure_spike": {"window": "an hour"}}, "rules.charge_failure_spike.window: not a Prometheus"),
-        ({"fraud_spike": {"max_dispute_ratio": 1.5}}, "rules.fraud_spike.max_dispute_ratio: must be a fraction"),
+        ({"dispute_monthly": {"warning_ratio": 1.5}}, "rules.dispute_monthly.warning_ratio: must be a fraction"),
+        ({"fraud_spike": {"z": 0}}, "rules.fraud_spike.z: must be a z-score"),
+        ({"charge_failure_spike": {"short_window": "2h"}}, "short_window < window < long_window"),
         ({"revenue_drop": {"warning_drop_ratio": 0.5}}, "warning_drop_ratio must be below critical_drop_ratio"),
         ({"webhook_lag": {"min_events": -1}}, "rules.webhook_lag.min_events: must not be negative"),
         ({"intervals": {"anomalies": "0s"}}, "rules.intervals.anomalies: must be longer than 0s"),
@@ -142,7 +147,7 @@ def test_every_alert_follows_the_conventions() -> None:
         assert alert.severity in {"critical", "warning"} or is_watchdog or "billingwatch_anomaly{" in rule["expr"], (
             alert.name
         )
-    assert len(names) == 21
+    assert len(names) == 22
     assert anchors == {n.lower() for n in names}, "docs/runbook.md has an entry for an alert that does not exist"
 
 

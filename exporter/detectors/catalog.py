@@ -25,8 +25,10 @@ IN_PROCESS = "in-process"
 RULE = "prometheus-rule"
 
 DESCRIPTIONS: dict[str, str] = {
-    "charge_failure_spike": "Share of failed charges over a recent window well above normal (PromQL rule).",
-    "fraud_spike": "Disputes and early fraud warnings against successful charges above a threshold (PromQL rule).",
+    "charge_failure_spike": "Charge failures significantly above the account's usual ratio, and card-testing bursts "
+    "(PromQL rule).",
+    "fraud_spike": "Disputes and early fraud warnings far above the account's own rate; the networks' monthly "
+    "dispute programmes (PromQL rule).",
     "revenue_drop": "Captured revenue far below the same hours of previous weeks, on too few charges (PromQL rule).",
     "webhook_lag": "Events arrive late or not at all (delivery delay, time since the last event) (PromQL rule).",
     "duplicate_charge": "Two distinct successful charges of one payer, same amount and currency, close in time.",

@@ -31,28 +31,63 @@ class AnomalyRules:
 
 @dataclass(frozen=True)
 class ChargeFailureRules:
+    short_window: str
     window: str
-    max_failure_ratio: float
-    min_attempts: int
+    long_window: str
+    z: float
+    baseline_days: int
+    min_baseline_days: int
+    baseline_factor: float
+    min_threshold_ratio: float
+    max_threshold_ratio: float
+    cold_start_baseline_ratio: float
+    cold_start_off_session_baseline_ratio: float
+    critical_ratio: float
+    min_failures: int
+    min_failing_payers: int
     for_duration: str
+    keep_firing_for: str
+
+
+@dataclass(frozen=True)
+class CardTestingRules:
+    window: str
+    baseline_days: int
+    baseline_quantile: float
+    z: float
+    min_failures: int
+    cold_start_guest_failure_ratio: float
+    for_duration: str
+    keep_firing_for: str
 
 
 @dataclass(frozen=True)
 class FraudRules:
     window: str
-    max_dispute_ratio: float
-    min_charges: int
-    critical_disputes: int
-    max_early_fraud_warning_ratio: float
-    low_volume_early_fraud_warnings: int
+    baseline_days: int
+    min_baseline_days: int
+    z: float
+    factor: float
+    min_disputes: int
+    min_expected_ratio: float
+    critical_z: float
+    critical_factor: float
+    critical_min_disputes: int
+    min_early_fraud_warnings: int
     for_duration: str
+    keep_firing_for: str
 
 
 @dataclass(frozen=True)
 class MonthlyDisputeRules:
     window: str
     warning_ratio: float
+    z: float
     min_charges: int
+    mastercard_ratio: float
+    mastercard_min_disputes: int
+    visa_ratio: float
+    visa_min_count: int
     for_duration: str
 
 
@@ -60,8 +95,15 @@ class MonthlyDisputeRules:
 class RefundRules:
     window: str
     max_refund_ratio: float
-    min_charges: int
+    baseline_days: int
+    min_baseline_days: int
+    z: float
+    factor: float
+    min_refunds: int
+    min_refund_rate_ratio: float
+    cold_start_refund_rate_ratio: float
     for_duration: str
+    keep_firing_for: str
 
 
 @dataclass(frozen=True)
@@ -133,6 +175,7 @@ class RulesConfig:
     intervals: GroupIntervals
     anomalies: AnomalyRules
     charge_failure_spike: ChargeFailureRules
+    card_testing: CardTestingRules
     fraud_spike: FraudRules
     dispute_monthly: MonthlyDisputeRules
     refunds: RefundRules
@@ -169,6 +212,7 @@ class RulesConfig:
             errors.append("rules.churn_spike: need 1 <= min_baseline_weeks <= baseline_weeks <= 8")
         if not 0 < ch.false_alarm_probability < 0.5 or ch.min_increase_factor < 1:
             errors.append("rules.churn_spike: false_alarm_probability in (0, 0.5), min_increase_factor >= 1")
+        errors.extend(_payment_errors(self))
         wl = self.webhook_lag
         if wl.warning_seconds >= wl.critical_seconds:
             errors.append("rules.webhook_lag: warning_seconds must be below critical_seconds")
@@ -185,6 +229,31 @@ class RulesConfig:
             except ValueError:
                 pass  # already reported by _check_tree
         return errors
+
+
+def _payment_errors(cfg: RulesConfig) -> list[str]:
+    errors = []
+    c = cfg.charge_failure_spike
+    try:
+        short, main, long = (parse_duration(w) for w in (c.short_window, c.window, c.long_window))
+        if not short < main < long:
+            errors.append("rules.charge_failure_spike: short_window < window < long_window is required")
+    except ValueError:
+        pass  # already reported by _check_tree
+    if c.min_threshold_ratio > c.max_threshold_ratio:
+        errors.append("rules.charge_failure_spike: min_threshold_ratio must not exceed max_threshold_ratio")
+    for section in ("charge_failure_spike", "card_testing", "fraud_spike", "refunds", "dispute_monthly"):
+        for name in ("z", "critical_z"):
+            value = getattr(getattr(cfg, section), name, None)
+            if value is not None and not 0 < value <= 10:
+                errors.append(f"rules.{section}.{name}: must be a z-score above 0 and at most 10 (3 is 99.87 %)")
+    for section in ("charge_failure_spike", "fraud_spike", "refunds"):
+        sec = getattr(cfg, section)
+        if getattr(sec, "min_baseline_days", 1) > getattr(sec, "baseline_days", 1):
+            errors.append(f"rules.{section}.min_baseline_days: must not exceed baseline_days")
+    if not 0 < cfg.card_testing.baseline_quantile < 1:
+        errors.append("rules.card_testing.baseline_quantile: must be between 0 and 1")
+    return errors
 
 
 # Field-name conventions checked for every section: durations parse and are positive (`for_duration` and

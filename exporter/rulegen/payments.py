@@ -1,56 +1,348 @@
-"""charge_failure_spike and fraud_spike (disputes, early fraud warnings, 30-day dispute ratio) as PromQL.
+"""charge_failure_spike, card testing and fraud_spike (disputes, early fraud warnings, the networks' monthly
+programmes) as PromQL. The math, the false-alarm rates and the cold start are in docs/detectors.md.
 
-Ratios divide aggregated increases (never averages of ratios); the `:ratio_rate<window>` records are the ratio of
-the two rates over that window, which equals the ratio of the recorded increases. Counts are recorded as
-`:increase<window>` so that descriptions and volume floors read as numbers of charges.
+Everything is aggregated `by (..., livemode)` (docs/CONTRACTS.md, contract 1): live and test traffic are judged
+apart. Counts are recorded as `:increase<window>`; ratios divide recorded (aggregated) counts. Baselines read
+recorded series through subqueries with hour or day steps (a few hundred points), never weeks of raw samples.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from exporter.rulegen.config import RulesConfig
 from exporter.rulegen.durations import parse_duration
 from exporter.rulegen.promql import alert, counter_increase, percent, query_value, record, sel
+from exporter.rulegen.stats import larger, num, poisson_threshold, wilson_lower
+
+BY_CURRENCY = "currency, livemode"
+BY_JOB = "job, livemode"
 
 
 def group(cfg: RulesConfig) -> dict[str, Any]:
     return {
         "name": "billingwatch-payments",
         "interval": cfg.intervals.payments,
-        "rules": charge_failure_rules(cfg) + fraud_rules(cfg) + monthly_dispute_rules(cfg),
+        "rules": charge_failure_rules(cfg) + card_testing_rules(cfg) + fraud_rules(cfg) + monthly_dispute_rules(cfg),
     }
 
 
-def charge_failure_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
+# ---------------------------------------------------------------------------------------------------- failures
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One population of charge attempts whose failure ratio is tested: its record names and windows."""
+
+    level: str  # "currency" or "job"
+    by: str
+    attempts: str  # metric part of the attempts records
+    failed: str  # metric part of the failures records
+    windows: tuple[str, ...]
+    payers: bool  # whether the failing-payers guard applies
+
+    def a(self, w: str) -> str:
+        return f"{self.level}:{self.attempts}:increase{w}"
+
+    def f(self, w: str) -> str:
+        return f"{self.level}:{self.failed}:increase{w}"
+
+    def p(self, w: str) -> str:
+        return f"{self.level}:stripe_charge_failed_payers:increase{w}"
+
+    def k(self, w: str) -> str:
+        """Failures the test counts: each failing payer once per window where the exporter tells payers apart."""
+        return f"{self.level}:{self.failed}:distinct_increase{w}" if self.payers else self.f(w)
+
+    def n(self, w: str) -> str:
+        """Attempts the test counts: a payer's repeated failures in the window folded into one."""
+        return f"{self.level}:{self.attempts}:distinct_increase{w}" if self.payers else self.a(w)
+
+    def ratio(self, w: str) -> str:
+        return f"{self.level}:{self.failed}:ratio_rate{w}"
+
+    def wilson(self, w: str) -> str:
+        return f"{self.level}:{self.failed}:wilson_lower{w}"
+
+    @property
+    def threshold(self) -> str:
+        return f"{self.level}:{self.failed}:threshold"
+
+    def baseline(self, days: int) -> str:
+        return f"{self.level}:{self.failed}:ratio_baseline{days}d"
+
+    @property
+    def spike(self) -> str:
+        return f"{self.level}:{self.failed}:spike"
+
+
+def scopes(cfg: RulesConfig) -> tuple[Scope, Scope, Scope]:
     c = cfg.charge_failure_spike
-    w = c.window
-    attempts = f"currency:stripe_charges:increase{w}"
-    failed = f"currency:stripe_charges_failed:increase{w}"
-    ratio = f"currency:stripe_charges_failed:ratio_rate{w}"
+    on = Scope("job", BY_JOB, "stripe_charges_on_session", "stripe_charges_on_session_failed",
+               (c.short_window, c.window, c.long_window), True)  # fmt: skip
+    off = Scope("job", BY_JOB, "stripe_charges_off_session", "stripe_charges_off_session_failed",
+                (c.window, c.long_window), False)  # fmt: skip
+    currency = Scope(
+        "currency", BY_CURRENCY, "stripe_charges", "stripe_charges_failed", (c.window, c.long_window), True
+    )
+    return on, off, currency
+
+
+def charge_failure_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
+    on, off, currency = scopes(cfg)
+    rules: list[dict[str, Any]] = []
+    attempts = sel(cfg, "stripe_charge_attempts_total")
+    invoices_off = sel(cfg, "stripe_invoice_payment_attempts_total", 'session="off"')
+    for w in on.windows:
+        every, every_failed = (
+            f"job:stripe_charge_attempts:increase{w}",
+            f"job:stripe_charge_attempts_failed:increase{w}",
+        )
+        failed_sel = sel(cfg, "stripe_charge_attempts_total", 'outcome="failed"')
+        off_failed_sel = sel(cfg, "stripe_invoice_payment_attempts_total", 'session="off"', 'outcome="failed"')
+        rules += [
+            record(every, counter_increase(attempts, w, BY_JOB)),
+            record(every_failed, f"{counter_increase(failed_sel, w, BY_JOB)}\nor\n{every} * 0"),
+            # Off-session attempts are invoice payment attempts Stripe made without the customer (renewals,
+            # dunning retries): counted from invoice events, which every API version sends.
+            record(off.a(w), f"{counter_increase(invoices_off, w, BY_JOB)}\nor\n{every} * 0"),
+            record(off.f(w), f"{counter_increase(off_failed_sel, w, BY_JOB)}\nor\n{off.a(w)} * 0"),
+            record(on.a(w), f"clamp_min({every} - {off.a(w)}, 0)"),
+            record(on.f(w), f"clamp_min({every_failed} - {off.f(w)}, 0)"),
+            record(on.p(w), counter_increase(sel(cfg, "stripe_charge_failed_payers_total"), w, BY_JOB)),
+        ]
+    for w in currency.windows:
+        rules += [
+            record(currency.a(w), counter_increase(sel(cfg, "stripe_charges_total"), w, BY_CURRENCY)),
+            # A currency with attempts but no failure series yet records 0 rather than nothing.
+            record(
+                currency.f(w),
+                f"{counter_increase(sel(cfg, 'stripe_charges_failed_total'), w, BY_CURRENCY)}\nor\n{currency.a(w)} * 0",
+            ),
+            record(currency.p(w), counter_increase(sel(cfg, "stripe_charge_failed_payers_total"), w, BY_CURRENCY)),
+        ]
+    for scope in (on, off, currency):
+        rules += scope_rules(cfg, scope)
+    rules += [
+        failure_alert(cfg, on, "warning", on.spike, "Checkout charge failures are far above normal."),
+        failure_alert(
+            cfg, on, "critical", spike_expr(cfg, on, critical=True), "Most checkout charges are failing: an outage."
+        ),
+        failure_alert(
+            cfg, off, "warning", spike_expr(cfg, off), "Renewal and retry charge failures are far above normal."
+        ),
+        # A single currency, when the all-currency view does not already say it: one episode, one notification.
+        failure_alert(
+            cfg,
+            currency,
+            "warning",
+            f"{spike_expr(cfg, currency)}\nunless on (livemode)\n{on.spike}",
+            "Charge failures in one currency are far above normal.",
+        ),
+    ]
+    return rules
+
+
+def scope_rules(cfg: RulesConfig, s: Scope) -> list[dict[str, Any]]:
+    c = cfg.charge_failure_spike
+    main = c.window
+    a_day = f"sum_over_time({s.a(main)}[1d:{main}])"
+    f_day = f"sum_over_time({s.f(main)}[1d:{main}])"
+    daily = f"({f_day} / ({a_day} > 0))"
+    off = s.attempts.endswith("off_session")
+    start = c.cold_start_off_session_baseline_ratio if off else c.cold_start_baseline_ratio
+    cold = min(max(c.baseline_factor * start, c.min_threshold_ratio), c.max_threshold_ratio)
+    rules = [record(s.ratio(main), f"{s.f(main)}\n/\n({s.a(main)} > 0)")]
+    if s.payers:
+        for w in s.windows:
+            rules += [
+                # A customer retrying a declined card four times is one failure, not four independent ones (falls
+                # back to every failure where stripe_charge_failed_payers_total is missing).
+                record(s.k(w), f"(\n  {s.p(w)} <= on ({s.by}) {s.f(w)}\n) * 1\nor\n{s.f(w)} * 1"),
+                record(s.n(w), f"{s.a(w)} - {s.f(w)} + {s.k(w)}"),
+            ]
+    rules += [record(s.wilson(w), wilson_lower(s.k(w), f"({s.n(w)} > 0)", c.z)) for w in s.windows]
+    rules += [
+        # The median of the last completed UTC days' failure ratios (daily sums of the recorded hourly counts:
+        # 7 x 24 points), once enough days are known.
+        record(
+            s.baseline(c.baseline_days),
+            f"quantile_over_time(0.5, {daily}[{c.baseline_days}d:1d])\n"
+            f"and on ({s.by})\ncount_over_time({daily}[{c.baseline_days}d:1d]) >= {c.min_baseline_days}",
+        ),
+        record(
+            s.threshold,
+            f"clamp(\n  {num(c.baseline_factor)} * {s.baseline(c.baseline_days)},\n  {num(c.min_threshold_ratio)},"
+            f" {num(c.max_threshold_ratio)}\n)\nor\n{s.a(main)} * 0 + {num(cold)}",
+        ),
+    ]
+    if s.level == "job" and s.payers:
+        rules.append(record(s.spike, spike_expr(cfg, s)))
+    return rules
+
+
+def spike_expr(cfg: RulesConfig, s: Scope, *, critical: bool = False) -> str:
+    """Any window's Wilson lower bound above the threshold (or, critical, above critical_ratio as well), with
+    enough failures from enough payers; the long window only while the main one is still elevated (an hour without
+    attempts must not revive an episode that ended hours ago; keep_firing_for bridges quiet hours within one)."""
+    c = cfg.charge_failure_spike
+    branches = []
+    for w in s.windows:
+        cond = f"{s.wilson(w)} > on ({s.by}) {s.threshold}"
+        if critical:
+            cond = f"({cond}) > {num(c.critical_ratio)}"
+        cond += f"\nand on ({s.by}) {s.k(w)} >= {c.min_failures}"
+        if s.payers:
+            cond += f"\nunless on ({s.by}) {s.p(w)} < {c.min_failing_payers}"
+        if w == c.long_window:
+            cond += f"\nand on ({s.by}) {s.ratio(c.window)} > on ({s.by}) {s.threshold}"
+        branches.append(f"(\n{cond}\n) * 1")
+    # `* 1` drops each branch's metric name: whichever window holds, the result is one series (a range query, as
+    # the backtest makes, would otherwise return one series per window for the same labels).
+    return "\nor\n".join(branches)
+
+
+def failure_alert(cfg: RulesConfig, s: Scope, severity: str, expr: str, summary: str) -> dict[str, Any]:
+    c = cfg.charge_failure_spike
+    main = c.window
+    if s.level == "currency":
+        q, args, where = (
+            "{currency=%q,livemode=%q}",
+            "$labels.currency $labels.livemode",
+            " in {{ $labels.currency | toUpper }}",
+        )
+    else:
+        q, args, where = "{job=%q,livemode=%q}", "$labels.job $labels.livemode", ""
+    kind = {"stripe_charges_on_session": " on-session", "stripe_charges_off_session": " off-session"}.get(
+        s.attempts, ""
+    )
+    labels = {"detector": "charge_failure_spike", "severity": severity}
+    if s.level == "job":
+        labels["session"] = "off" if s.attempts.endswith("off_session") else "on"
+    extra = f" and above {percent(c.critical_ratio)}" if severity == "critical" else ""
+    return alert(
+        cfg,
+        "BillingWatchChargeFailureSpike",
+        expr,
+        for_duration=c.for_duration,
+        keep_firing_for=c.keep_firing_for,
+        labels=labels,
+        summary=summary,
+        description=(
+            query_value(s.f(main) + q, args, "%.0f")
+            + " of "
+            + query_value(s.a(main) + q, args, "%.0f")
+            + f"{kind} charge attempts{where} failed over the last {main} (livemode {{{{ $labels.livemode }}}}). "
+            + "At least {{ $value | humanizePercentage }} of attempts are failing "
+            + f"(Wilson lower bound, z = {num(c.z)}), above the threshold of "
+            + query_value(s.threshold + q, args, "%.3f")
+            + f"{extra}: {num(c.baseline_factor)} x the usual ratio of the last {c.baseline_days} days ("
+            + query_value(s.baseline(c.baseline_days) + q, args, "%.3f", missing="not known yet")
+            + f"), within {percent(c.min_threshold_ratio)}-{percent(c.max_threshold_ratio)}."
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- card testing
+
+
+def card_testing_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
+    t = cfg.card_testing
+    w = t.window
+    failed = f"job:stripe_charges_guest_failed:increase{w}"
+    guests = f"job:stripe_charges_guest:increase{w}"
+    baseline = f"job:stripe_charges_guest_failed:q{round(t.baseline_quantile * 100)}_increase{w}_{t.baseline_days}d"
+    threshold = f"job:stripe_charges_guest_failed:threshold{w}"
+    guest_sel = sel(cfg, "stripe_charge_attempts_total", 'payer="guest"')
+    guest_failed_sel = sel(cfg, "stripe_charge_attempts_total", 'payer="guest"', 'outcome="failed"')
+    step = f"[{t.baseline_days}d:{w}]"
+    # A day of hourly points before the baseline counts (cold start below).
+    points = max(1, round(86400 / parse_duration(w)))
+    q = "{job=%q,livemode=%q}"
+    args = "$labels.job $labels.livemode"
     return [
-        record(attempts, counter_increase(sel(cfg, "stripe_charges_total"), w, "currency")),
-        # A currency with attempts but no failure series yet records 0 rather than nothing.
+        record(guests, counter_increase(guest_sel, w, BY_JOB)),
         record(
             failed,
-            f"{counter_increase(sel(cfg, 'stripe_charges_failed_total'), w, 'currency')}\nor\n{attempts} * 0",
+            f"{counter_increase(guest_failed_sel, w, BY_JOB)}\nor\n{guests} * 0",
         ),
-        record(ratio, f"{failed}\n/\n({attempts} > 0)"),
+        record(
+            baseline,
+            f"quantile_over_time({num(t.baseline_quantile)}, {failed}{step})\n"
+            f"and on ({BY_JOB})\ncount_over_time({failed}{step}) >= {points}",
+        ),
+        record(
+            threshold,
+            f"clamp_min({baseline} + {num(t.z)} * sqrt({baseline}), {t.min_failures})\n"
+            f"or\n{failed} * 0 + {t.min_failures}",
+        ),
         alert(
             cfg,
-            "BillingWatchChargeFailureSpike",
-            f"{ratio} > {c.max_failure_ratio}\nand on (currency)\n{attempts} >= {c.min_attempts}",
-            for_duration=c.for_duration,
+            "BillingWatchCardTesting",
+            (
+                f"{failed} >= on ({BY_JOB}) {threshold}\n"
+                f"and on ({BY_JOB})\n(\n  {baseline}\n  or\n  {failed} / ({guests} > 0) >= "
+                f"{num(t.cold_start_guest_failure_ratio)}\n)"
+            ),
+            for_duration=t.for_duration,
+            keep_firing_for=t.keep_firing_for,
             labels={"detector": "charge_failure_spike", "severity": "warning"},
-            summary="Charge failures are far above normal.",
+            summary="A burst of failed guest charges: card testing is likely.",
             description=(
-                "{{ $value | humanizePercentage }} of "
-                + query_value(f"{attempts}{{currency=%q}}", "$labels.currency", "%.0f")
-                + f" charge attempts in {{{{ $labels.currency | toUpper }}}} failed over the last {w} "
-                f"(threshold {percent(c.max_failure_ratio)}, at least {c.min_attempts} attempts)."
+                '{{ $value | printf "%.0f" }} charges without a customer failed over the last '
+                + f"{w} (livemode {{{{ $labels.livemode }}}}), out of "
+                + query_value(guests + q, args)
+                + " guest attempts; the alert threshold is "
+                + query_value(threshold + q, args)
+                + f" (a busy hour of the last {t.baseline_days} days, "
+                + query_value(baseline + q, args, missing="not known yet")
+                + f", plus {num(t.z)} standard deviations; at least {t.min_failures})."
             ),
         ),
     ]
+
+
+# ---------------------------------------------------------------------------------------------------- disputes
+
+
+def count_spike_alerts(
+    cfg: RulesConfig, name: str, count: str, expected: str, what: str, minimum: int, summary: str
+) -> list[dict[str, Any]]:
+    """Warning (and, for disputes, critical) when a day's count is significantly above its expected count."""
+    f = cfg.fraud_spike
+    q, args = "{job=%q,livemode=%q}", "$labels.job $labels.livemode"
+    levels = [("warning", f.z, f.factor, minimum)]
+    if name == "BillingWatchDisputeSpike":
+        levels.append(("critical", f.critical_z, f.critical_factor, f.critical_min_disputes))
+    out = []
+    for severity, z, factor, least in levels:
+        out.append(
+            alert(
+                cfg,
+                name,
+                (
+                    f"{count} >= on ({BY_JOB}) {poisson_threshold(expected, z)}\n"
+                    f"and on ({BY_JOB})\n{count} >= on ({BY_JOB}) {num(factor)} * {expected}\n"
+                    f"and on ({BY_JOB})\n{count} >= {least}"
+                ),
+                for_duration=f.for_duration,
+                keep_firing_for=f.keep_firing_for,
+                labels={"detector": "fraud_spike", "severity": severity},
+                summary=summary,
+                description=(
+                    f'{{{{ $value | printf "%.0f" }}}} {what} over the last {f.window} (livemode '
+                    "{{ $labels.livemode }}) against "
+                    + query_value(expected + q, args, "%.1f")
+                    + f" expected from the previous {f.baseline_days} days (at least "
+                    + f"{percent(f.min_expected_ratio)} of "
+                    + query_value(f"job:stripe_charges_succeeded:increase{f.window}" + q, args)
+                    + f" successful charges); {severity} from z = {num(z)}, {num(factor)} x the expected count "
+                    f"and {least}."
+                ),
+            )
+        )
+    return out
 
 
 def fraud_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
@@ -59,94 +351,101 @@ def fraud_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
     attempts = f"job:stripe_charges:increase{w}"
     failed = f"job:stripe_charges_failed:increase{w}"
     succeeded = f"job:stripe_charges_succeeded:increase{w}"
-    disputes = f"job:stripe_disputes:increase{w}"
-    dispute_ratio = f"job:stripe_disputes:ratio_rate{w}"
-    efws = f"job:stripe_early_fraud_warnings:increase{w}"
-    efw_ratio = f"job:stripe_early_fraud_warnings:ratio_rate{w}"
-    labels = {"detector": "fraud_spike"}
-    count_of = lambda name: query_value(f"{name}{{job=%q}}", "$labels.job", "%.0f")  # noqa: E731
-    return [
-        record(attempts, counter_increase(sel(cfg, "stripe_charges_total"), w, "job")),
-        record(failed, f"{counter_increase(sel(cfg, 'stripe_charges_failed_total'), w, 'job')}\nor\n{attempts} * 0"),
+    rules = [
+        record(attempts, counter_increase(sel(cfg, "stripe_charges_total"), w, BY_JOB)),
+        record(failed, f"{counter_increase(sel(cfg, 'stripe_charges_failed_total'), w, BY_JOB)}\nor\n{attempts} * 0"),
         # Disputes and fraud warnings are measured against successful charges, as Stripe and the networks do.
         record(succeeded, f"{attempts} - {failed}"),
-        record(disputes, f"{counter_increase(sel(cfg, 'stripe_disputes_total'), w, 'job')}\nor\n{attempts} * 0"),
-        record(dispute_ratio, f"{disputes}\n/\n({succeeded} > 0)"),
-        record(
-            efws, f"{counter_increase(sel(cfg, 'stripe_early_fraud_warnings_total'), w, 'job')}\nor\n{attempts} * 0"
-        ),
-        record(efw_ratio, f"{efws}\n/\n({succeeded} > 0)"),
-        alert(
-            cfg,
-            "BillingWatchDisputeSpike",
-            f"{dispute_ratio} >= {f.max_dispute_ratio}\nand on (job)\n{succeeded} >= {f.min_charges}",
-            for_duration=f.for_duration,
-            labels={**labels, "severity": "warning"},
-            summary="The dispute ratio of the last day is at the card networks' monitoring threshold.",
-            description=(
-                f"{count_of(disputes)} disputes against {count_of(succeeded)} successful charges over the last "
-                f"{w}: {{{{ $value | humanizePercentage }}}} (threshold {percent(f.max_dispute_ratio)}, "
-                f"at least {f.min_charges} charges)."
-            ),
-        ),
-        alert(
-            cfg,
-            "BillingWatchDisputeSpike",
-            f"{disputes} >= {f.critical_disputes}",
-            for_duration=f.for_duration,
-            labels={**labels, "severity": "critical"},
-            summary="Many disputes were opened within one day.",
-            description=(
-                f'{{{{ $value | printf "%.0f" }}}} disputes were opened over the last {w} '
-                f"(critical from {f.critical_disputes}, whatever the volume)."
-            ),
-        ),
-        alert(
-            cfg,
-            "BillingWatchEarlyFraudWarningSpike",
-            (
-                f"(\n  {efw_ratio} >= {f.max_early_fraud_warning_ratio}\n  and on (job)\n  {succeeded} >= "
-                f"{f.min_charges}\n)\nor\n(\n  {efws} >= {f.low_volume_early_fraud_warnings}\n  and on (job)\n"
-                f"  {succeeded} < {f.min_charges}\n)"
-            ),
-            for_duration=f.for_duration,
-            labels={**labels, "severity": "warning"},
-            summary="Radar early fraud warnings are elevated: disputes are likely to follow.",
-            description=(
-                f"{count_of(efws)} early fraud warnings against {count_of(succeeded)} successful charges over "
-                f"the last {w} (threshold {percent(f.max_early_fraud_warning_ratio)} with at least "
-                f"{f.min_charges} charges, or {f.low_volume_early_fraud_warnings} warnings below that volume)."
-            ),
-        ),
     ]
+    for metric, alert_name, what, minimum, summary in (
+        ("stripe_disputes", "BillingWatchDisputeSpike", "disputes were opened", f.min_disputes,
+         "Disputes of the last day are far above the account's usual rate."),
+        ("stripe_early_fraud_warnings", "BillingWatchEarlyFraudWarningSpike", "early fraud warnings arrived",
+         f.min_early_fraud_warnings, "Radar early fraud warnings are far above usual: disputes are likely to follow."),
+    ):  # fmt: skip
+        count, ratio = f"job:{metric}:increase{w}", f"job:{metric}:ratio_rate{w}"
+        expected = f"job:{metric}:expected_increase{w}"
+        history = f"{count}[{f.baseline_days}d:1d] offset 1d"
+        rules += [
+            record(count, f"{counter_increase(sel(cfg, metric + '_total'), w, BY_JOB)}\nor\n{attempts} * 0"),
+            record(ratio, f"{count}\n/\n({succeeded} > 0)"),
+            # The mean of the previous completed days' counts (day steps: no overlap with the current window),
+            # never below min_expected_ratio of today's successful charges.
+            record(
+                expected,
+                larger(
+                    f"avg_over_time({history})\n  and on ({BY_JOB})\n  count_over_time({history}) >= "
+                    f"{f.min_baseline_days}",
+                    f"{num(f.min_expected_ratio)} * {succeeded}",
+                ),
+            ),
+        ]
+        rules += count_spike_alerts(cfg, alert_name, count, expected, what, minimum, summary)
+    return rules
 
 
 def monthly_dispute_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
     f, m = cfg.fraud_spike, cfg.dispute_monthly
     day, month = f.window, m.window
-    windows = parse_duration(month) / parse_duration(day)
-    daily_disputes = f"job:stripe_disputes:increase{day}"
-    daily_succeeded = f"job:stripe_charges_succeeded:increase{day}"
+    q, args = "{job=%q,livemode=%q}", "$labels.job $labels.livemode"
     succeeded = f"job:stripe_charges_succeeded:increase{month}"
+    disputes = f"job:stripe_disputes:increase{month}"
+    efws = f"job:stripe_early_fraud_warnings:increase{month}"
     ratio = f"job:stripe_disputes:ratio_rate{month}"
-    windows_text = f"{windows:g}"
+    lower = f"job:stripe_disputes:wilson_lower{month}"
+    vamp = f"job:stripe_disputes_and_fraud_warnings:ratio_rate{month}"
+
+    def monthly(daily: str) -> str:
+        # Sum of the rolling-day counts at the last 30 UTC midnights: the 30 completed days (a day late at most,
+        # which a monthly programme does not mind), from 30 recorded points; a new install sums what it has.
+        return f"sum_over_time({daily}[{month}:1d])"
+
     return [
-        # The average of the recorded rolling daily counts over the month times the number of days estimates the
-        # monthly count from about 43,000 recorded points instead of a month of raw samples per series.
-        record(succeeded, f"avg_over_time({daily_succeeded}[{month}]) * {windows_text}"),
-        record(ratio, f"avg_over_time({daily_disputes}[{month}])\n/\n(avg_over_time({daily_succeeded}[{month}]) > 0)"),
+        record(succeeded, monthly(f"job:stripe_charges_succeeded:increase{day}")),
+        record(disputes, monthly(f"job:stripe_disputes:increase{day}")),
+        record(efws, monthly(f"job:stripe_early_fraud_warnings:increase{day}")),
+        record(ratio, f"{disputes}\n/\n({succeeded} > 0)"),
+        record(lower, wilson_lower(disputes, f"({succeeded} > 0)", m.z)),
+        record(vamp, f"({disputes} + {efws})\n/\n({succeeded} > 0)"),
         alert(
             cfg,
             "BillingWatchMonthlyDisputeRatioHigh",
-            f"{ratio} >= {m.warning_ratio}\nand on (job)\n{succeeded} >= {m.min_charges}",
+            f"{lower} >= {num(m.warning_ratio)}\nand on ({BY_JOB})\n{succeeded} >= {m.min_charges}",
             for_duration=m.for_duration,
             labels={"detector": "fraud_spike", "severity": "warning"},
-            summary="The dispute ratio of the last 30 days is approaching the card networks' 1 % programmes.",
+            summary="The dispute ratio of the last 30 days is approaching the card networks' programmes.",
             description=(
-                f"Disputes over the last {month} are {{{{ $value | humanizePercentage }}}} of about "
-                + query_value(f"{succeeded}{{job=%q}}", "$labels.job", "%.0f")
-                + f" successful charges (warning from {percent(m.warning_ratio)}, at least {m.min_charges} "
-                "charges). Visa and Mastercard programmes start at 1 % a month."
+                query_value(disputes + q, args)
+                + " disputes against "
+                + query_value(succeeded + q, args)
+                + f" successful charges over the last {month} (livemode {{{{ $labels.livemode }}}}): "
+                + query_value(ratio + q, args, "%.4f")
+                + ", and at least {{ $value | humanizePercentage }} with "
+                + f"z = {num(m.z)} (warning from {percent(m.warning_ratio)}, at least {m.min_charges} charges). "
+                + f"Mastercard's programme starts at {percent(m.mastercard_ratio)} and {m.mastercard_min_disputes} "
+                + f"chargebacks a month, Visa's VAMP at {percent(m.visa_ratio)} and {m.visa_min_count}."
+            ),
+        ),
+        alert(
+            cfg,
+            "BillingWatchMonthlyDisputeRatioHigh",
+            (
+                f"(\n  {ratio} >= {num(m.mastercard_ratio)}\n  and on ({BY_JOB})\n  {disputes} >= "
+                f"{m.mastercard_min_disputes}\n) * 1\nor\n(\n  {vamp} >= {num(m.visa_ratio)}\n  and on ({BY_JOB})\n"
+                f"  {disputes} + {efws} >= {m.visa_min_count}\n) * 1"
+            ),
+            for_duration=m.for_duration,
+            labels={"detector": "fraud_spike", "severity": "critical"},
+            summary="Disputes of the last 30 days meet a card network's monitoring programme.",
+            description=(
+                query_value(disputes + q, args)
+                + " disputes and "
+                + query_value(efws + q, args)
+                + " early fraud warnings against "
+                + query_value(succeeded + q, args)
+                + f" successful charges over the last {month} (livemode {{{{ $labels.livemode }}}}): "
+                + f"Mastercard from {percent(m.mastercard_ratio)} with {m.mastercard_min_disputes} chargebacks, "
+                + f"Visa VAMP from {percent(m.visa_ratio)} of (disputes + fraud reports) with {m.visa_min_count}."
             ),
         ),
     ]

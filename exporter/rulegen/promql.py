@@ -91,15 +91,17 @@ def percent(ratio: float) -> str:
     return f"{text}%"
 
 
-def query_value(expr_format: str, args: str, number_format: str = "%.0f", *, money: bool = False) -> str:
+def query_value(
+    expr_format: str, args: str, number_format: str = "%.0f", *, money: bool = False, missing: str = "?"
+) -> str:
     """A Go-template fragment printing the first value of a query built with printf, or "?" when it is empty.
 
     `expr_format` is a printf format (use %q for label values: Go quoting is a valid PromQL string), `args` the
     template arguments, `number_format` a printf verb for the value; `money=True` formats it in the minor units
-    of $labels.currency instead.
+    of $labels.currency instead; `missing` is printed when the query returns nothing.
     """
     shown = money_format(". | first | value") if money else f'{{{{ . | first | value | printf "{number_format}" }}}}'
-    return f"{{{{ with printf `{expr_format}` {args} | query }}}}{shown}{{{{ else }}}}?{{{{ end }}}}"
+    return f"{{{{ with printf `{expr_format}` {args} | query }}}}{shown}{{{{ else }}}}{missing}{{{{ end }}}}"
 
 
 def money_format(pipeline: str) -> str:

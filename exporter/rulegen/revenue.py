@@ -15,17 +15,18 @@ from typing import Any
 from exporter.rulegen.config import RulesConfig
 from exporter.rulegen.durations import parse_duration
 from exporter.rulegen.promql import alert, counter_increase, percent, query_value, record, sel
+from exporter.rulegen.stats import larger, num, poisson_threshold
 
 
 def group(cfg: RulesConfig) -> dict[str, Any]:
     rules = revenue_rules(cfg)
-    rules += refund_rules(cfg, defined={r["record"] for r in rules if "record" in r})
+    rules += refund_rules(cfg)
     return {"name": "billingwatch-revenue", "interval": cfg.intervals.revenue, "rules": rules}
 
 
-def succeeded_increase(cfg: RulesConfig, window: str, offset: str = "") -> str:
-    attempts = counter_increase(sel(cfg, "stripe_charges_total"), window, "currency", offset)
-    failed = counter_increase(sel(cfg, "stripe_charges_failed_total"), window, "currency", offset)
+def succeeded_increase(cfg: RulesConfig, window: str, offset: str = "", by: str = "currency") -> str:
+    attempts = counter_increase(sel(cfg, "stripe_charges_total"), window, by, offset)
+    failed = counter_increase(sel(cfg, "stripe_charges_failed_total"), window, by, offset)
     return f"{attempts}\n-\n(\n{failed}\nor\n{attempts} * 0\n)"
 
 
@@ -36,12 +37,6 @@ BY_ALL = "livemode"
 # has about 0.45 times the variance of a single count (0.30 for 4), and the minimum of 2 about as much as one
 # count; 0.45 is the worst case the default min_baseline_weeks allows (docs/detectors.md, "revenue_drop").
 BASELINE_VARIANCE = 0.45
-
-
-def succeeded_increase_by(cfg: RulesConfig, window: str, by: str) -> str:
-    attempts = counter_increase(sel(cfg, "stripe_charges_total"), window, by)
-    failed = counter_increase(sel(cfg, "stripe_charges_failed_total"), window, by)
-    return f"{attempts}\n-\n(\n{failed}\nor\n{attempts} * 0\n)"
 
 
 def poisson_margin(cfg: RulesConfig) -> float:
@@ -105,7 +100,7 @@ def revenue_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
     rules = [
         # Level 1: hourly increases from raw samples, recorded every evaluation; nothing later reads raw samples.
         record(HOURLY_AMOUNT, counter_increase(sel(cfg, "stripe_charge_amount_total"), "1h", BY)),
-        record(HOURLY_CHARGES, succeeded_increase_by(cfg, "1h", BY)),
+        record(HOURLY_CHARGES, succeeded_increase(cfg, "1h", by=BY)),
     ]
     # The share of the window the exporter was scraped, read once per evaluation instead of once per alert.
     rules += [
@@ -271,36 +266,71 @@ def all_currencies_alert(cfg: RulesConfig) -> dict[str, Any]:
     )
 
 
-def refund_rules(cfg: RulesConfig, defined: set[str]) -> list[dict[str, Any]]:
+def refund_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
+    """Refunded amount above max_refund_ratio of the day's revenue AND more refunds than the currency's usual
+    refunds per successful charge explain (Poisson test, docs/detectors.md), per currency and livemode."""
     f = cfg.refunds
     w = f.window
-    revenue = f"currency:stripe_charge_amount:increase{w}"
+    by = "currency, livemode"
+    # Own record of the collected amount, by currency AND livemode (the revenue rules' may aggregate differently).
+    revenue = f"currency:stripe_charge_amount_collected:increase{w}"
     refunded = f"currency:stripe_refund_amount:increase{w}"
+    refunds = f"currency:stripe_refunds:increase{w}"
     succeeded = f"currency:stripe_charges_succeeded:increase{w}"
     ratio = f"currency:stripe_refund_amount:ratio_rate{w}"
-    rules = []
-    if revenue not in defined:
-        rules.append(record(revenue, counter_increase(sel(cfg, "stripe_charge_amount_total"), w, "currency")))
-    rules += [
-        record(succeeded, succeeded_increase(cfg, w)),
-        record(
-            refunded, f"{counter_increase(sel(cfg, 'stripe_refund_amount_total'), w, 'currency')}\nor\n{revenue} * 0"
-        ),
+    rate = f"currency:stripe_refunds:per_charge_{f.baseline_days}d"
+    expected = f"currency:stripe_refunds:expected_increase{w}"
+    history = f"[{f.baseline_days}d:1d] offset 1d"
+    q, args = "{currency=%q,livemode=%q}", "$labels.currency $labels.livemode"
+    rules = [
+        record(revenue, counter_increase(sel(cfg, "stripe_charge_amount_total"), w, by)),
+        record(succeeded, succeeded_increase(cfg, w, by=by)),
+        record(refunded, f"{counter_increase(sel(cfg, 'stripe_refund_amount_total'), w, by)}\nor\n{revenue} * 0"),
+        record(refunds, f"{counter_increase(sel(cfg, 'stripe_refunds_total'), w, by)}\nor\n{succeeded} * 0"),
         record(ratio, f"{refunded}\n/\n({revenue} > 0)"),
+        # Refunds per successful charge over the previous completed days (day steps: no overlap with today),
+        # once min_baseline_days are known, never below min_refund_rate_ratio.
+        record(
+            rate,
+            f"clamp_min(\n  sum_over_time({refunds}{history})\n  /\n  (sum_over_time({succeeded}{history}) > 0),\n"
+            f"  {num(f.min_refund_rate_ratio)}\n)\nand on ({by})\ncount_over_time({succeeded}{history}) >= "
+            f"{f.min_baseline_days}",
+        ),
+        # Today's charges at the usual rate, or the usual daily count when that is more: refunds follow charges by
+        # days, so a quiet Sunday still receives the refunds of a busy week.
+        record(
+            expected,
+            larger(
+                f"(\n  {rate}\n  or\n  {succeeded} * 0 + {num(f.cold_start_refund_rate_ratio)}\n)\n"
+                f"* on ({by})\n{succeeded}",
+                f"avg_over_time({refunds}{history})\nand on ({by})\ncount_over_time({succeeded}{history}) >= "
+                f"{f.min_baseline_days}",
+            ),
+        ),
         alert(
             cfg,
             "BillingWatchRefundRatioHigh",
-            f"{ratio} > {f.max_refund_ratio}\nand on (currency)\n{succeeded} >= {f.min_charges}",
+            (
+                f"{ratio} > {num(f.max_refund_ratio)}\n"
+                f"and on ({by})\n{refunds} >= on ({by}) {poisson_threshold(expected, f.z)}\n"
+                f"and on ({by})\n{refunds} >= on ({by}) {num(f.factor)} * {expected}\n"
+                f"and on ({by})\n{refunds} >= {f.min_refunds}"
+            ),
             for_duration=f.for_duration,
+            keep_firing_for=f.keep_firing_for,
             labels={"detector": "refund_ratio", "severity": "warning"},
-            summary="A large share of the last day's revenue was refunded.",
+            summary="A large share of the last day's revenue was refunded, in more refunds than usual.",
             description=(
-                "Refunds of "
-                + query_value(f"{refunded}{{currency=%q}}", "$labels.currency", money=True)
-                + f" {{{{ $labels.currency | toUpper }}}} over the last {w} are {{{{ $value | humanizePercentage }}}}"
-                + " of the "
-                + query_value(f"{revenue}{{currency=%q}}", "$labels.currency", money=True)
-                + f" collected (threshold {percent(f.max_refund_ratio)}, at least {f.min_charges} charges)."
+                query_value(refunds + q, args)
+                + " refunds of "
+                + query_value(refunded + q, args, money=True)
+                + f" {{{{ $labels.currency | toUpper }}}} over the last {w} (livemode {{{{ $labels.livemode }}}}) are "
+                + "{{ $value | humanizePercentage }} of the "
+                + query_value(revenue + q, args, money=True)
+                + f" collected (threshold {percent(f.max_refund_ratio)}); "
+                + query_value(expected + q, args, "%.1f")
+                + f" refunds were expected from the usual refunds per charge of the last {f.baseline_days} days "
+                + f"(significant at z = {num(f.z)}, at least {num(f.factor)} x expected and {f.min_refunds})."
             ),
         ),
     ]
