@@ -291,6 +291,23 @@ def query_variable(name: str, label: str, query: str) -> dict[str, Any]:
     }
 
 
+def custom_variable(name: str, label: str, options: list[tuple[str, str]]) -> dict[str, Any]:
+    """A single-value variable choosing among fixed (text, value) options; the first is the default."""
+    text, value = options[0]
+    return {
+        "name": name,
+        "label": label,
+        "type": "custom",
+        "query": ",".join(f"{t} : {v}" for t, v in options),
+        "current": {"selected": True, "text": text, "value": value},
+        "options": [{"selected": i == 0, "text": t, "value": v} for i, (t, v) in enumerate(options)],
+        "hide": 0,
+        "includeAll": False,
+        "multi": False,
+        "skipUrlSync": False,
+    }
+
+
 def dashboard(
     *,
     uid: str,

@@ -10,7 +10,10 @@ from exporter.rulegen.config import RulesConfig
 from exporter.rulegen.webhooks import quantile_name
 
 # Every series the exporter exposes carries the scrape's job and instance; the variables narrow to one exporter.
-SCOPE = 'job=~"$job", instance=~"$instance"'
+# Business series also carry livemode: `($livemode)?` picks the chosen Stripe mode and still matches the series
+# that have no livemode label (the exporter's own health metrics).
+MODE = 'livemode=~"($livemode)?"'
+SCOPE = f'job=~"$job", instance=~"$instance", {MODE}'
 SCOPE_CURRENCY = SCOPE + ', currency=~"$currency"'
 
 # Every alert the shipped rules define is named BillingWatch... (rules/*.yml); ALERTS also holds other teams' alerts.
@@ -40,11 +43,11 @@ def increase(selector: str, window: str, by: str = "") -> str:
 
 def per_currency(record: str) -> str:
     """A `currency:` recorded series (summed over the exporter's job, so only the currency can be chosen)."""
-    return f'{record}{{currency=~"$currency"}}'
+    return f'{record}{{currency=~"$currency", {MODE}}}'
 
 
 def per_job(record: str) -> str:
-    return f'{record}{{job=~"$job"}}'
+    return f'{record}{{job=~"$job", {MODE}}}'
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The template variables both dashboards share: data source, job, instance and currency."""
+"""The template variables both dashboards share: data source, job, instance, Stripe mode and currency."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def variables(*, currency: bool = True) -> list[dict[str, Any]]:
         # billingwatch_build_info is exposed by every exporter from its first scrape, traffic or not.
         m.query_variable("job", "Job", "label_values(billingwatch_build_info, job)"),
         m.query_variable("instance", "Instance", 'label_values(billingwatch_build_info{job=~"$job"}, instance)'),
+        # Live and test traffic are never added together (stripe_mrr, revenue...): live by default, test on request.
+        m.custom_variable("livemode", "Mode", [("live", "true"), ("test", "false")]),
     ]
     if currency:
         out.append(

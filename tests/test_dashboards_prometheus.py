@@ -39,6 +39,7 @@ TEST_VALUES = {
     "job": ".*",
     "instance": ".*",
     "currency": ".*",
+    "livemode": ".*",
 }
 MAX_BODY_BYTES = 4096
 

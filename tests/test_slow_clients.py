@@ -1,6 +1,6 @@
 """Slow, idle and malformed clients against the real `billingwatch serve` process: each is cut off by a limit,
 counted, and a real signed webhook is still answered fast meanwhile. The attack code is bench/slow_clients.py's
-(the same functions measure the figures in docs/faults-http.md); here with small numbers and short timeouts."""
+(the same functions measure the figures in docs/faults.md); here with small numbers and short timeouts."""
 
 from __future__ import annotations
 
