@@ -1,6 +1,6 @@
 """Slow and hostile clients against a real `billingwatch serve` process, and how a real webhook fares meanwhile.
 
-    .venv/bin/python -m bench.slow_clients                 # the figures in docs/faults-http.md
+    .venv/bin/python -m bench.slow_clients                 # the figures in docs/faults.md
     .venv/bin/python -m bench.slow_clients --idle 4000 --slowloris 200 --chunked 200 --junk 3000
 
 Each scenario starts a fresh exporter (the shipped defaults unless flags say otherwise), opens its connections,

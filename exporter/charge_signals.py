@@ -22,10 +22,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+from exporter.detectors.payers import payer_key
 from exporter.fast_metrics import FastCounter
 from exporter.metrics import Children, Metrics
 from exporter.money import normalize_currency
-from exporter.stripe_shapes import charge_payer, get_int, get_str
+from exporter.stripe_shapes import get_int, get_str
 
 # A payer failing again within this long is the same episode (a retry), not a new failing payer.
 REPEAT_SECONDS = 3600
@@ -89,7 +90,7 @@ class ChargeSignals:
             self._failed_payers(currency, mode).inc()
 
     def _new_failing_payer(self, charge: dict[str, Any]) -> bool:
-        key = charge_payer(charge)
+        key = payer_key(charge)
         created = get_int(charge, "created")
         if key is None or created is None:
             return True  # nothing ties it to another attempt

@@ -33,9 +33,3 @@ def to_major(amount: int, currency: str) -> float:
     exponent = minor_unit_exponent(currency)
     return amount / (10**exponent) if exponent else float(amount)
 
-
-def as_amount(value: object) -> int | None:
-    """An integer amount, or None for anything else (strings, floats, booleans, null)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value

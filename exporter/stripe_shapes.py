@@ -45,20 +45,6 @@ def invoice_subscription_id(invoice: Any) -> str | None:
     )
 
 
-def invoice_charge_id(invoice: Any) -> str | None:
-    """Pre-basil invoices name their charge; basil invoices do not (payments are listed separately)."""
-    return get_str(invoice, "charge")
-
-
-def charge_payer(charge: Any) -> str | None:
-    """Who paid: the customer, else (guest checkout) the card fingerprint, which is stable across charges."""
-    customer = get_str(charge, "customer")
-    if customer:
-        return customer
-    fingerprint = get_str(charge, "payment_method_details", "card", "fingerprint")
-    return f"card:{fingerprint}" if fingerprint else None
-
-
 def captured_amount(charge: Any) -> int | None:
     """What a successful charge actually collected (`amount_captured` appeared in 2019; older shapes: amount)."""
     if charge.get("captured") is False:

@@ -21,6 +21,11 @@ def setup(tmp_path: Path) -> tuple[Accounting, Metrics]:
     return Accounting(metrics, StateStore(tmp_path / "state.sqlite3")), metrics
 
 
+def apply(acc: Accounting, event_type: str, obj: dict) -> None:
+    """As ingest does: the object with its event (whose livemode the accounting's own counters read)."""
+    acc.apply(event_type, obj, samples.event(event_type, obj))
+
+
 def value(metrics: Metrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
@@ -34,10 +39,10 @@ def failed(customer: str | None, at: int, *, fingerprint: str = "fpA", livemode:
 
 def test_attempts_by_payer_outcome_and_livemode(setup) -> None:
     acc, m = setup
-    acc.apply("charge.succeeded", samples.charge(customer="cus_A", livemode=True))
-    acc.apply("charge.succeeded", samples.charge(customer=None, livemode=True))
-    acc.apply("charge.failed", failed(None, T0))
-    acc.apply("charge.succeeded", samples.charge(customer="cus_T", livemode=False))
+    apply(acc, "charge.succeeded", samples.charge(customer="cus_A", livemode=True))
+    apply(acc, "charge.succeeded", samples.charge(customer=None, livemode=True))
+    apply(acc, "charge.failed", failed(None, T0))
+    apply(acc, "charge.succeeded", samples.charge(customer="cus_T", livemode=False))
     name = "stripe_charge_attempts_total"
     assert value(m, name, livemode="true", payer="customer", outcome="succeeded") == 1
     assert value(m, name, livemode="true", payer="guest", outcome="succeeded") == 1
@@ -48,31 +53,31 @@ def test_attempts_by_payer_outcome_and_livemode(setup) -> None:
 def test_a_payer_retrying_within_an_hour_is_one_failing_payer(setup) -> None:
     acc, m = setup
     for i in range(5):  # one customer retrying a declined card
-        acc.apply("charge.failed", failed("cus_A", T0 + 30 * i))
-    acc.apply("charge.failed", failed("cus_B", T0 + 60))
-    acc.apply("charge.failed", failed(None, T0 + 70, fingerprint="fpG"))  # a guest, known by its card
-    acc.apply("charge.failed", failed(None, T0 + 80, fingerprint="fpG"))
-    acc.apply("charge.failed", failed("cus_A", T0 + 7200))  # the next episode, two hours later
+        apply(acc, "charge.failed", failed("cus_A", T0 + 30 * i))
+    apply(acc, "charge.failed", failed("cus_B", T0 + 60))
+    apply(acc, "charge.failed", failed(None, T0 + 70, fingerprint="fpG"))  # a guest, known by its card
+    apply(acc, "charge.failed", failed(None, T0 + 80, fingerprint="fpG"))
+    apply(acc, "charge.failed", failed("cus_A", T0 + 7200))  # the next episode, two hours later
     assert value(m, "stripe_charge_failed_payers_total", currency="usd", livemode="true") == 4
-    assert value(m, "stripe_charges_failed_total", currency="usd", failure_code="card_declined") == 9
+    assert value(m, "stripe_charges_failed_total", currency="usd", failure_code="card_declined", livemode="true") == 9
 
 
 def test_invoice_attempts_by_session_and_retry_in_both_api_shapes(setup) -> None:
     acc, m = setup
     renewal = samples.invoice(billing_reason="subscription_cycle", status="open", basil=True, livemode=True)
-    acc.apply("invoice.payment_failed", renewal)
+    apply(acc, "invoice.payment_failed", renewal)
     retry = {**renewal, "attempt_count": 3}
-    acc.apply("invoice.payment_failed", retry)
+    apply(acc, "invoice.payment_failed", retry)
     pre_basil = samples.invoice(billing_reason="subscription_cycle", basil=False, livemode=True)
     paid_retry = {**pre_basil, "attempt_count": 2}
-    acc.apply("invoice.payment_succeeded", paid_retry)
+    apply(acc, "invoice.payment_succeeded", paid_retry)
     signup = samples.invoice(billing_reason="subscription_create", livemode=True)
-    acc.apply("invoice.payment_succeeded", signup)
+    apply(acc, "invoice.payment_succeeded", signup)
     manual = samples.invoice(billing_reason="manual", status="open", livemode=True)
     hosted = {**manual, "collection_method": "send_invoice"}
-    acc.apply("invoice.payment_failed", hosted)
+    apply(acc, "invoice.payment_failed", hosted)
     trial = samples.invoice(total=0, billing_reason="subscription_create", livemode=True)  # nothing charged
-    acc.apply("invoice.payment_succeeded", trial)
+    apply(acc, "invoice.payment_succeeded", trial)
     name = "stripe_invoice_payment_attempts_total"
     assert value(m, name, livemode="true", session="off", retry="false", outcome="failed") == 1
     assert value(m, name, livemode="true", session="off", retry="true", outcome="failed") == 1
@@ -92,7 +97,7 @@ def test_invoice_attempts_by_session_and_retry_in_both_api_shapes(setup) -> None
 def test_odd_field_types_are_counted_without_raising(setup, obj: dict) -> None:
     acc, m = setup
     for event_type in ("charge.failed", "charge.succeeded", "invoice.payment_failed", "invoice.payment_succeeded"):
-        acc.apply(event_type, obj)
+        apply(acc, event_type, obj)
     assert value(m, "stripe_charge_attempts_total", livemode="", payer="guest", outcome="failed") == 1
     assert value(m, "stripe_invoice_payment_attempts_total", livemode="", session="off", retry="false",
                  outcome="failed") == 1  # fmt: skip

@@ -204,9 +204,6 @@ class AnomalyBoard:
                 break
         return out
 
-    def is_active(self, labels: dict[str, str]) -> bool:
-        return tuple(labels.get(k, "") for k in LABELS) in self._series
-
     # -- restart ---------------------------------------------------------------------------------------------
 
     def _restore(self) -> None:

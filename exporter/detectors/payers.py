@@ -28,3 +28,13 @@ def identities_of(charge: dict[str, Any], livemode: bool) -> list[str]:
     if fingerprint and livemode:
         out.append(card_ref(fingerprint))
     return out
+
+
+def payer_key(charge: dict[str, Any]) -> str | None:
+    """One name for a charge's payer, to tell repeated attempts of one payer apart from many payers: the customer,
+    else (a guest checkout) the hashed card."""
+    customer = get_str(charge, "customer")
+    if customer:
+        return customer
+    fingerprint = get_str(charge, "payment_method_details", "card", "fingerprint")
+    return card_ref(fingerprint) if fingerprint else None

@@ -397,11 +397,6 @@ class SubscriptionLedger:
 
     # -- gauges ----------------------------------------------------------------------------------------------
 
-    def _status_label(self, rec: Sub) -> str | None:
-        if rec.status is None:
-            return None
-        return rec.status if rec.status in SUBSCRIPTION_STATUSES else "other"
-
     def _count(self, rec: Sub, sign: int = 1) -> None:
         self._count_values(rec.status, rec.currency, rec.monthly, rec.livemode, sign=sign)
 
@@ -487,11 +482,6 @@ class SubscriptionLedger:
         # No period in the payload at all: one billing interval after the last payment (or our first sight).
         base = rec.last_payment if rec.last_payment > NEG_INF else rec.first_seen
         return base + rec.interval_s
-
-    def sweep(self, now: float) -> None:
-        """Evaluate every subscription at once (tests, backtests with sparse ticks)."""
-        for sub_id in list(self.subs):
-            self._sweep_one(sub_id, now)
 
     def _sweep_one(self, sub_id: str, now: float) -> None:
         rec = self.record(sub_id)
