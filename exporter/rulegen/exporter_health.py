@@ -23,12 +23,15 @@ def no_events_alerts(cfg: RulesConfig) -> list[dict[str, Any]]:
     window (busy accounts) and a long one (small accounts); and webhooks silent while the poller keeps finding
     events Stripe did not deliver."""
     e = cfg.exporter
-    events = sel(cfg, "stripe_events_total")
+    # What makes a silence improbable is counted in charge attempts, not events: one payment brings several events
+    # at once (charge, payment intent, invoice...), so ten events can be two payments, and an hour without any of
+    # two expected payments is ordinary. Charge attempts arrive one customer (or one renewal) at a time.
+    charges = sel(cfg, "stripe_charges_total")
     last = sel(cfg, "stripe_last_event_timestamp_seconds")
 
     def silent(window: str) -> str:
         usual = " and on (job)\n".join(
-            f"sum by (job) (increase({events}[{window}] offset {ago})) >= {e.silence_min_usual_events}\n"
+            f"sum by (job) (increase({charges}[{window}] offset {ago})) >= {e.silence_min_usual_events}\n"
             for ago in ("1d", "1w")
         )
         return (
@@ -50,8 +53,9 @@ def no_events_alerts(cfg: RulesConfig) -> list[dict[str, Any]]:
             summary="No Stripe event has arrived for an unusually long time.",
             description=(
                 "The last unique Stripe event arrived {{ $value | humanizeDuration }} ago, although the same hours "
-                f"one day and one week earlier each had at least {e.silence_min_usual_events} events (checked over "
-                f"{' and '.join(windows)}): with that many usually, a silence this long happens by chance less "
+                f"one day and one week earlier each had at least {e.silence_min_usual_events} charge attempts "
+                f"(checked over {' and '.join(windows)}): with that many usually, a silence this long happens by "
+                "chance less "
                 "than once in 20,000 times."
             ),
         ),
