@@ -8,6 +8,10 @@
 - kind="scheduled": a cancellation was scheduled (`cancel_at_period_end` turning true, or `cancel_at` being set,
   per the event's `previous_attributes`): churn announced before the period ends. Undoing and scheduling again
   counts again: each is a customer deciding to leave.
+- kind="ended_as_scheduled": a subscription ended as it was scheduled to (it still carries `cancel_at_period_end`
+  or `cancel_at`): the decision was counted as `scheduled` when it was made. Kept apart so that the churn rules,
+  which read canceled + scheduled, do not count one decision twice; and because scheduled ends all fall on the
+  billing anchor (a renewal-day business ends dozens of subscriptions that morning, decided over a month).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from exporter.stripe_shapes import get_str
 CANCELED_NS = "churn_canceled"
 # Stripe sends the deleted and the updated event of one cancellation within seconds and retries for 3 days.
 CANCELED_RETENTION_SECONDS = 7 * 86400
-KINDS = ("canceled", "scheduled")
+KINDS = ("canceled", "scheduled", "ended_as_scheduled")
 
 
 def _mode(obj: dict[str, Any]) -> str:
@@ -36,7 +40,8 @@ class ChurnSignals:
         counter = FastCounter(
             "stripe_subscription_cancellations",
             "Subscription cancellations by kind (canceled: ended, counted once; scheduled: cancel_at_period_end "
-            "or cancel_at newly set) and Stripe mode.",
+            "or cancel_at newly set; ended_as_scheduled: ended as scheduled, already counted as scheduled) and "
+            "Stripe mode.",
             ["kind", "livemode"],
             registry=metrics.registry,
         )
@@ -57,7 +62,8 @@ class ChurnSignals:
         ):
             if self.state.get(CANCELED_NS, sub_id) is None:
                 self.state.put(CANCELED_NS, sub_id, 1)
-                self._count("canceled", _mode(obj)).inc()
+                as_scheduled = obj.get("cancel_at_period_end") is True or obj.get("cancel_at") is not None
+                self._count("ended_as_scheduled" if as_scheduled else "canceled", _mode(obj)).inc()
             return
         scheduled = (obj.get("cancel_at_period_end") is True and previous.get("cancel_at_period_end") is False) or (
             obj.get("cancel_at") is not None and "cancel_at" in previous and previous["cancel_at"] is None

@@ -37,8 +37,8 @@ def send(ingestor: Ingestor, event_type: str, obj: dict, previous: dict | None =
     ingestor.drain()
 
 
-def test_series_exist_at_zero_for_both_kinds_and_modes(ingest: Ingestor) -> None:
-    for kind in ("canceled", "scheduled"):
+def test_series_exist_at_zero_for_every_kind_and_mode(ingest: Ingestor) -> None:
+    for kind in ("canceled", "scheduled", "ended_as_scheduled"):
         for mode in ("true", "false"):
             assert count(ingest, kind, mode) == 0
 
@@ -74,6 +74,17 @@ def test_scheduled_cancellations_come_from_previous_attributes(ingest: Ingestor)
     send(ingest, "customer.subscription.updated", later, previous={"cancel_at": None}, livemode=True)
     assert count(ingest, "scheduled", "true") == 2
     assert count(ingest, "scheduled", "false") == 0
+    assert count(ingest, "canceled", "true") == 0
+
+
+def test_a_scheduled_cancellation_is_one_decision_when_it_is_made_and_ends(ingest: Ingestor) -> None:
+    sub = samples.subscription(livemode=True)
+    sub["cancel_at_period_end"] = True
+    send(ingest, "customer.subscription.updated", sub, previous={"cancel_at_period_end": False}, livemode=True)
+    ended = {**sub, "status": "canceled"}  # the period ends: Stripe deletes it, still marked cancel_at_period_end
+    send(ingest, "customer.subscription.deleted", ended, livemode=True)
+    assert count(ingest, "scheduled", "true") == 1
+    assert count(ingest, "ended_as_scheduled", "true") == 1
     assert count(ingest, "canceled", "true") == 0
 
 

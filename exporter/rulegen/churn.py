@@ -35,11 +35,14 @@ def group(cfg: RulesConfig) -> dict[str, Any]:
         )
     z = NormalDist().inv_cdf(1 - c.false_alarm_probability)
     margin = round(z * math.sqrt(1 + BASELINE_VARIANCE) / 2, 3)
+    # Decisions to leave: immediate ends and newly scheduled ones. A scheduled end (ended_as_scheduled) was counted
+    # when it was scheduled, and all such ends fall on the billing anchor (exporter/churn_signals.py).
+    decisions = sel(cfg, "stripe_subscription_cancellations_total", 'kind=~"canceled|scheduled"')
     return {
         "name": "billingwatch-churn",
         "interval": cfg.intervals.churn,
         "rules": [
-            record(HOURLY, counter_increase(sel(cfg, "stripe_subscription_cancellations_total"), "1h", "livemode")),
+            record(HOURLY, counter_increase(decisions, "1h", "livemode")),
             record(total, f"avg_over_time({HOURLY}[{w}]) * {hours}"),
             record(weekly, "\nor\n".join(parts)),
             record(
