@@ -11,10 +11,6 @@ ensure_debian_packages() {
   command -v prometheus-alertmanager >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 \
     || missing+=(prometheus-alertmanager)
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
-  # The fault tests (tests/test_faults.py): an external sqlite3 shell, chattr and mkfs.ext4 on a loop device.
-  command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
-  command -v chattr >/dev/null 2>&1 && command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
-  command -v losetup >/dev/null 2>&1 || missing+=(mount)
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}" >&2
@@ -35,6 +31,10 @@ ensure_test_packages() {
   command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  # The fault tests (tests/test_faults.py): an external sqlite3 shell, chattr and mkfs.ext4 on a loop device.
+  command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
+  command -v chattr >/dev/null 2>&1 && command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+  command -v losetup >/dev/null 2>&1 || missing+=(mount)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages for the tests: ${missing[*]}" >&2
     need_root apt-get update -qq
