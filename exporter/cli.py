@@ -238,9 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except KeyboardInterrupt:
         # Ctrl-C during a long replay, simulate or backtest: a one-line note, not a traceback. 130 = 128 + SIGINT,
-        # what shells report for a command stopped that way.
+        # what shells report for a command stopped that way. The command's own cleanup (temporary files, the
+        # backtest's Prometheus) has run on the way here; leaving without the interpreter's teardown keeps objects
+        # the interrupt left half-built (an event loop being created) from printing their own tracebacks.
         print(f"\nbillingwatch {args.command}: interrupted", file=sys.stderr)
-        return 130
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
 
 
 if __name__ == "__main__":
