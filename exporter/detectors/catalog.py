@@ -41,7 +41,6 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
-
 def rule_settings(rules: RulesConfig) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """({rule detector: its `rules:` section}, the rest of `rules:`, which its alerts may share)."""
     per = {
