@@ -9,7 +9,7 @@ help:
 	@echo "make bench        ingest benchmark, full run (~3-4 min): see docs/benchmark.md"
 	@echo "make bench-quick  ingest benchmark smoke run (seconds; figures not meaningful)"
 	@echo "make run          run BillingWatch (./scripts/run.sh)"
-	@echo "make lint         ruff check"
+	@echo "make lint         ruff check and mypy"
 
 test:
 	./scripts/test.sh $(ARGS)
@@ -29,3 +29,4 @@ run:
 
 lint: .venv/bin/python
 	.venv/bin/ruff check exporter tests bench scripts examples
+	.venv/bin/mypy

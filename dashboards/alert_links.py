@@ -2,38 +2,22 @@
 alert's row in the overview's "Firing alerts" table (clicking the alert name opens the panel).
 
 Prometheus alerts cannot carry a Grafana panel id by themselves, and a table cannot look values up, so the query
-adds a `panel_url` label with one label_replace() per entry below. tests/test_dashboards.py checks that every
-alert of rules/*.yml has an entry and that every entry names an existing alert and panel.
+adds a `panel_url` label with one label_replace() per entry of exporter/panels.py (the table the rules' links
+read too). tests/test_dashboards.py checks that every alert of rules/*.yml has an entry and that every entry names
+an existing alert and panel.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# alert name -> (dashboard key, panel title or title prefix). Keys: "overview", "operations".
+from exporter import panels
+
+# alert name -> (dashboard key, panel title or title prefix), from the table the rules read too. Keys: "overview",
+# "operations".
+KEYS = {panels.OVERVIEW: "overview", panels.OPERATIONS: "operations"}
 ALERT_PANELS: dict[str, tuple[str, str]] = {
-    "BillingWatchDuplicateCharge": ("overview", "Active anomalies"),
-    "BillingWatchNegativeInvoice": ("overview", "Active anomalies"),
-    "BillingWatchSilentLapse": ("overview", "Active anomalies"),
-    "BillingWatchCustomAnomaly": ("overview", "Active anomalies"),
-    "BillingWatchRevenueDrop": ("overview", "Revenue vs baseline"),
-    "BillingWatchRefundRatioHigh": ("overview", "Refund ratio"),
-    "BillingWatchChurnSpike": ("overview", "Subscriptions by status"),
-    "BillingWatchChargeFailureSpike": ("overview", "Charge failure ratio"),
-    "BillingWatchCardTesting": ("overview", "Failed charges by code"),
-    "BillingWatchDisputeSpike": ("overview", "Dispute ratio vs network thresholds"),
-    "BillingWatchMonthlyDisputeRatioHigh": ("overview", "Dispute ratio vs network thresholds"),
-    "BillingWatchEarlyFraudWarningSpike": ("overview", "Early fraud warning ratio"),
-    "BillingWatchWebhookLag": ("operations", "Delivery delay"),
-    "BillingWatchStripeDeliveryFailing": ("operations", "Missed deliveries"),
-    "BillingWatchNoEvents": ("operations", "Last event age"),
-    "BillingWatchSignatureFailures": ("operations", "Invalid signatures"),
-    "BillingWatchSignatureStale": ("operations", "Webhook requests by outcome"),
-    "BillingWatchWatchdog": ("overview", "Alerts firing"),
-    "BillingWatchExporterDown": ("operations", "Exporter up"),
-    "BillingWatchEventProcessingErrors": ("operations", "Processing errors by stage"),
-    "BillingWatchAnomalySeriesDropped": ("operations", "Anomaly series dropped"),
-    "BillingWatchStateNotWritable": ("operations", "Webhook requests by outcome"),
+    alert: (KEYS[uid], title) for alert, (uid, _, title) in panels.ALERT_PANELS.items()
 }
 LABEL = "panel_url"
 
@@ -53,6 +37,15 @@ def panel_urls(dashboards: dict[str, tuple[str, list[dict[str, Any]]]]) -> dict[
         uid, panels = dashboards[key]
         out[alert] = f"/d/{uid}?viewPanel={find_panel(panels, title)['id']}"
     return out
+
+
+def checked_panel_urls(dashboards: dict[str, tuple[str, list[dict[str, Any]]]]) -> dict[str, str]:
+    """panel_urls(), which must be the addresses exporter/panels.py gives the rules (else a LookupError)."""
+    urls = panel_urls(dashboards)
+    moved = {alert: url for alert, url in urls.items() if url != panels.panel_path(alert)}
+    if moved:
+        raise LookupError(f"update exporter/panels.py: the dashboards place these alerts' panels at {moved}")
+    return urls
 
 
 def with_panel_urls(expr: str, urls: dict[str, str]) -> str:

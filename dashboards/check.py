@@ -254,20 +254,16 @@ PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE"}
 
 
 def exporter_series_names(exposition: str = "") -> set[str]:
-    """Series names the exporter can expose: the ingest core's registry (exporter/metrics.py), the detector gauges
+    """Series names the exporter can expose: the registry `serve` builds (exporter/wiring.py), the detector gauges
     docs/CONTRACTS.md promises (they appear only once a detector has something to report) and, if given, the
     names in a scrape of /metrics."""
-    from prometheus_client import CollectorRegistry
-
     from exporter.config import build_config
-    from exporter.metrics import Metrics
-    from exporter.poller import MissedDeliveryPoller
+    from exporter.wiring import wire
 
-    # The missed-delivery poller's metrics exist only when it runs (with STRIPE_API_KEY); built here, unused.
-    poller_registry = CollectorRegistry()
-    MissedDeliveryPoller(build_config().poller, "rk_unused", poller_registry, None, None)  # type: ignore[arg-type]
+    # With STRIPE_API_KEY (never used here) the wiring includes the missed-delivery poller and its metrics.
+    wiring = wire(build_config(), env={"STRIPE_API_KEY": "rk_unused"}, persist=False)
     names = {line.split()[0].split("{")[0] for line in exposition.splitlines() if line and not line.startswith("#")}
-    for family in [*Metrics().registry.collect(), *poller_registry.collect()]:
+    for family in wiring.metrics.registry.collect():
         names |= {sample.name for sample in family.samples}
         if family.type == "gauge":
             names.add(family.name)  # labelled gauges have no sample until a child is set (build_info)
@@ -275,6 +271,7 @@ def exporter_series_names(exposition: str = "") -> set[str]:
             names.add(f"{family.name}_total")
         if family.type == "histogram":
             names |= {f"{family.name}_{suffix}" for suffix in ("bucket", "sum", "count")}
+    wiring.state.close()
     contracts = (REPO / "docs" / "CONTRACTS.md").read_text(encoding="utf-8")
     section = contracts.split("## In-process detector gauges", 1)[1].split("\n## ", 1)[0]
     names |= set(re.findall(r"`((?:stripe|billingwatch)_\w+)", section))

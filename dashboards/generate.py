@@ -2,6 +2,7 @@
 
     .venv/bin/python -m dashboards.generate          # rewrite dashboards/json/*.json
     .venv/bin/python -m dashboards.generate --check  # exit 1 if the committed JSON is out of date
+    .venv/bin/python -m dashboards.generate --config billingwatch.yml --output DIR  # with your thresholds
 
 Run it after changing a dashboard, a threshold in exporter/defaults.yml or the shipped rules.
 """
@@ -15,16 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dashboards import operations, overview
+from dashboards import operations, overview, sources
+from exporter.config import ConfigError
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     f"{overview.UID}.json": overview.build,
     f"{operations.UID}.json": operations.build,
 }
-# alert name -> panel path, read by the rule renderer for each alert's dashboard_url annotation (it ships in the
-# exporter package, which must not need this directory).
-PANELS_FILE = JSON_DIR.parent.parent / "exporter" / "rulegen" / "panels.json"
 
 
 def render(dashboard: dict[str, Any]) -> str:
@@ -36,25 +35,23 @@ def rendered() -> dict[str, str]:
     return {name: render(build()) for name, build in BUILDERS.items()}
 
 
-def rendered_panels(dashboards: dict[str, str]) -> str:
-    from dashboards import alert_links, check
-
-    built = {uid: json.loads(dashboards[f"{uid}.json"]) for uid in (overview.UID, operations.UID)}
-    urls = alert_links.panel_urls(
-        {key: (uid, check.panels_of(built[uid])) for key, uid in (("overview", overview.UID),
-                                                                   ("operations", operations.UID))}
-    )
-    return json.dumps(urls, indent=2, sort_keys=True) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dashboards.generate", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if a file differs")
+    parser.add_argument(
+        "--config", help="billingwatch.yml whose `rules:` thresholds the panels draw (default: the shipped defaults)"
+    )
+    parser.add_argument("--output", type=Path, help="directory of the JSON files (default: dashboards/json)")
     args = parser.parse_args(argv)
+    try:
+        sources.use_config(args.config)
+        dashboards = rendered()
+    except ConfigError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        return 2
     stale = []
-    dashboards = rendered()
-    files = {JSON_DIR / name: text for name, text in dashboards.items()}
-    files[PANELS_FILE] = rendered_panels(dashboards)
+    out_dir = args.output or JSON_DIR
+    files = {out_dir / name: text for name, text in dashboards.items()}
     for path, text in files.items():
         name = path.name
         current = path.read_text(encoding="utf-8") if path.exists() else None
@@ -64,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.check:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
-            print(f"wrote {path.relative_to(JSON_DIR.parent.parent)}")
+            print(f"wrote {path}")
     if args.check and stale:
         print(f"out of date: {', '.join(stale)} (run python -m dashboards.generate)", file=sys.stderr)
         return 1

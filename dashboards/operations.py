@@ -12,8 +12,9 @@ from dashboards import model as m
 from dashboards.queries import SCOPE, increase, per_job, recorded, sel
 from dashboards.sources import rules_config, seconds
 from dashboards.variables import variables
+from exporter import panels
 
-UID = "billingwatch-operations"
+UID = panels.OPERATIONS
 TITLE = "BillingWatch operations"
 
 

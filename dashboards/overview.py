@@ -14,8 +14,9 @@ from dashboards import model as m
 from dashboards.queries import ALERTS_MATCHER, increase, per_currency, per_job, recorded, sel
 from dashboards.sources import rules_config
 from dashboards.variables import variables
+from exporter import panels
 
-UID = "billingwatch-overview"
+UID = panels.OVERVIEW
 TITLE = "BillingWatch overview"
 
 # How far back the "since" column of the anomaly table looks for an anomaly's first sample (anomalies stay active
@@ -392,7 +393,7 @@ def build() -> dict[str, Any]:
 
     from dashboards import operations
 
-    urls = alert_links.panel_urls(
+    urls = alert_links.checked_panel_urls(
         {"overview": (UID, g.panels), "operations": (operations.UID, operations.build()["panels"])}
     )
     firing = alert_links.find_panel(g.panels, "Firing alerts")

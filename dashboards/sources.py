@@ -22,10 +22,20 @@ REPO = Path(__file__).resolve().parent.parent
 RULES_DIR = REPO / "rules"
 
 
+_config_file: str | None = None
+
+
+def use_config(path: str | None) -> None:
+    """Draw the thresholds of this config file (None: the packaged defaults, which the committed JSON uses)."""
+    global _config_file
+    _config_file = path
+    rules_config.cache_clear()
+
+
 @cache
 def rules_config() -> RulesConfig:
-    """The packaged defaults only: no config file and no environment, so the output is reproducible."""
-    return load_config(None, env={}).rules
+    """The packaged defaults, or use_config()'s file over them; never the environment, so output is reproducible."""
+    return load_config(_config_file, env={}).rules
 
 
 def seconds(duration: str) -> float:

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from exporter.detectors.config import DetectorsConfig
-from exporter.poller import PollerConfig
+from exporter.poller_config import PollerConfig
 from exporter.rulegen.config import RulesConfig
 
 
@@ -356,12 +356,8 @@ def _validate(cfg: Config, errors: list[str]) -> None:
     for i, secret in enumerate(cfg.stripe.webhook_secrets):
         if not secret.strip():
             errors.append(f"stripe.webhook_secrets[{i}]: empty secret")
-    hook = getattr(cfg.detectors, "validate", None)
-    if callable(hook):
-        errors.extend(hook())
-    hook = getattr(cfg.rules, "validate", None)
-    if callable(hook):
-        errors.extend(hook())
+    errors.extend(cfg.detectors.validate())
+    errors.extend(cfg.rules.validate())
     errors.extend(cfg.poller.validate())
 
 

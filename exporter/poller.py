@@ -28,86 +28,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import stripe
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from exporter import logs
-
-if TYPE_CHECKING:
-    from exporter.ingest import Ingestor
-    from exporter.state import StateStore
+from exporter.config import Config
+from exporter.ingest import Ingestor, event_shape_error
+from exporter.poller_config import PollerConfig, type_groups
+from exporter.state import StateStore
 
 STATE_NS = "poller"
 RETRY_WINDOW_SECONDS = 3 * 86400  # Stripe retries a failed delivery for up to three days
-MAX_TYPES = 20  # the Events API's `types` filter takes at most 20
-MAX_GROUPS = 10  # list calls per poll (x2): a sanity bound, far above the types BillingWatch reads
-# An event type: lower-case dot-separated words; a wildcard replaces the last word (or the whole type) by `*`.
-_TYPE_RE = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)*")
-
-
-@dataclass(frozen=True)
-class PollerConfig:
-    interval_seconds: float
-    settle_seconds: float
-    lookback_seconds: float
-    ingest_fetched: bool
-    max_events_per_poll: int
-    api_base: str
-    types: list[str]
-
-    def validate(self) -> list[str]:
-        errors = []
-        if self.interval_seconds < 10:
-            errors.append("poller.interval_seconds: must be at least 10 (Stripe rate-limits the API)")
-        if self.settle_seconds < 0:
-            errors.append("poller.settle_seconds: must not be negative")
-        if self.lookback_seconds < 0 or self.lookback_seconds > 30 * 86400:
-            errors.append("poller.lookback_seconds: must be between 0 and 2592000 (Stripe keeps 30 days)")
-        if self.max_events_per_poll < 100:
-            errors.append("poller.max_events_per_poll: must be at least 100")
-        seen: set[str] = set()
-        for i, name in enumerate(self.types):
-            if not isinstance(name, str) or not valid_type(name):
-                errors.append(
-                    f"poller.types[{i}]: {name!r} is not an event type or a wildcard (`charge.succeeded`, "
-                    "`charge.*`, `*`: `*` only as the whole last part)"
-                )
-            elif name in seen:
-                errors.append(f"poller.types[{i}]: {name!r} is listed twice")
-            else:
-                seen.add(name)
-        if not errors and len(type_groups(self.types)) > MAX_GROUPS:
-            errors.append(
-                f"poller.types: at most {MAX_GROUPS} list calls per poll ({MAX_TYPES} exact types per call, one "
-                "call per wildcard)"
-            )
-        return errors
-
-
-def valid_type(name: str) -> bool:
-    if name == "*":
-        return True
-    if name.endswith(".*"):
-        name = name[:-2]
-    return _TYPE_RE.fullmatch(name) is not None
-
-
-def type_groups(types: list[str]) -> list[dict[str, Any]]:
-    """The Events API filters covering `types`: exact names 20 per `types` call, each wildcard its own `type`."""
-    if not types or "*" in types:
-        return [{}]  # everything: no filter
-    wildcards = [t for t in types if t.endswith(".*")]
-    exact = [t for t in types if not t.endswith(".*") and not any(t.startswith(w[:-1]) for w in wildcards)]
-    groups: list[dict[str, Any]] = [{"type": w} for w in wildcards]
-    for i in range(0, len(exact), MAX_TYPES):
-        chunk = exact[i : i + MAX_TYPES]
-        groups.append({"type": chunk[0]} if len(chunk) == 1 else {"types": chunk})
-    return groups
 
 
 def _group_key(group: dict[str, Any]) -> str:
@@ -125,8 +60,6 @@ class MissedDeliveryPoller:
         *,
         clock: Callable[[], float] = time.time,
     ):
-        import stripe
-
         self.config = config
         self.state = state
         self.ingestor = ingestor
@@ -175,8 +108,6 @@ class MissedDeliveryPoller:
             params = {**params, "starting_after": data[-1]["id"], "limit": min(100, limit - len(out))}
 
     async def _list_group(self, params: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]], bool]:
-        import stripe
-
         try:
             return await asyncio.to_thread(self._list, params, limit)
         except stripe.InvalidRequestError:
@@ -198,7 +129,7 @@ class MissedDeliveryPoller:
                 {"delivery_success": False, "created": {"gte": int(now - RETRY_WINDOW_SECONDS)}, **group},
                 cfg.max_events_per_poll,
             )
-            undelivered.update((e.get("id"), None) for e in found)
+            undelivered.update((e["id"], None) for e in found if isinstance(e.get("id"), str))
         self.undelivered.set(len(undelivered))
         cursor = self.state.get(STATE_NS, "cursor")
         if not isinstance(cursor, int | float):
@@ -209,7 +140,7 @@ class MissedDeliveryPoller:
         if not isinstance(backlog, dict) or not isinstance(backlog.get("until"), int):
             backlog = {"until": int(now - cfg.settle_seconds), "after": {}}
         until: int = backlog["until"]
-        after: dict[str, Any] = backlog.get("after") if isinstance(backlog.get("after"), dict) else {}
+        after: dict[str, Any] = backlog["after"] if isinstance(backlog.get("after"), dict) else {}
         budget = cfg.max_events_per_poll
         recent: dict[str, dict[str, Any]] = {}
         complete = True
@@ -265,8 +196,6 @@ class MissedDeliveryPoller:
 
     def _missed(self, event: dict[str, Any]) -> bool:
         """Count (and, if configured, process) an event no webhook delivered; False if it was delivered."""
-        from exporter.ingest import event_shape_error
-
         event_id = event.get("id")
         if not isinstance(event_id, str) or event_shape_error(event) is not None:
             return False
@@ -280,8 +209,6 @@ class MissedDeliveryPoller:
     # -- the loop ---------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        import stripe
-
         while True:
             try:
                 await self.poll_once()
@@ -303,7 +230,7 @@ class MissedDeliveryPoller:
 
 
 def build_poller(
-    config: Any,
+    config: Config,
     registry: CollectorRegistry,
     state: StateStore,
     ingestor: Ingestor,
@@ -313,7 +240,6 @@ def build_poller(
 ) -> MissedDeliveryPoller | None:
     """The poller when STRIPE_API_KEY is set, else None."""
     api_key = (env.get("STRIPE_API_KEY") or "").strip()
-    poller_config = getattr(config, "poller", None)
-    if not api_key or poller_config is None:
+    if not api_key:
         return None
-    return MissedDeliveryPoller(poller_config, api_key, registry, state, ingestor, clock=clock)
+    return MissedDeliveryPoller(config.poller, api_key, registry, state, ingestor, clock=clock)

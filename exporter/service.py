@@ -16,21 +16,15 @@ from typing import Any
 from aiohttp import web
 
 from exporter import __version__, http_logs, logs, runbook
-from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
-from exporter.churn_signals import CANCELED_NS, CANCELED_RETENTION_SECONDS
 from exporter.config import Config, parse_hostport, resolve_secret_files
-from exporter.detectors.registry import build_detectors
 from exporter.http_guard import ConnectionGuard, connection_cap, open_files_limit, raise_fd_limit
 from exporter.http_metrics import LISTENERS, HttpMetrics
-from exporter.ingest import Ingestor
 from exporter.landing import LandingPage
-from exporter.metrics import CallbackCounter, Metrics
-from exporter.poller import build_poller
-from exporter.state import StateStore, StateUnavailable
+from exporter.state import StateUnavailable
 from exporter.web import WEBHOOK_PATH, SignatureVerifier, private_app, webhook_app
 from exporter.webconfig import BasicAuth, add_headers, load_web_config
+from exporter.wiring import PRUNE_INTERVAL_SECONDS, wire
 
-PRUNE_INTERVAL_SECONDS = 3600.0
 # Connections waiting to be accepted. asyncio's default (100) overflows under a connection flood, and a dropped
 # SYN costs a real client a one-second retransmission; the kernel caps this at net.core.somaxconn.
 LISTEN_BACKLOG = 1024
@@ -40,35 +34,13 @@ class Service:
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time):
         self.config = config
         self.clock = clock
-        self.metrics = Metrics(
-            max_label_values=config.metrics.max_label_values,
-            max_series_per_metric=config.metrics.max_series_per_metric,
-        )
-        self.metrics.build_info.labels(__version__).set(1)
-        self.state = StateStore(config.state.path, retention_seconds=config.state.retention_seconds)
-        CallbackCounter(
-            "billingwatch_state_seen_db_lookups",
-            "Dedupe lookups the in-memory filter could not answer, so SQLite was read: redeliveries and the "
-            "filter's false positives (much more than the duplicates means the filter is overfull).",
-            lambda: self.state.db_lookups,
-            self.metrics.registry,
-        )
-        CallbackCounter(
-            "billingwatch_state_write_errors",
-            "State write transactions that failed (disk full, read-only, locked by another process, I/O error); "
-            "while they fail, webhooks are answered 503 and /readyz is not ready.",
-            lambda: self.state.write_errors,
-            self.metrics.registry,
-        )
-        self.metrics.state_writable.set_function(lambda: 1.0 if self.state.writable else 0.0)
-        self.detector_set = build_detectors(config, self.metrics.registry, self.state)
-        self.ingestor = Ingestor(
-            self.metrics,
-            self.state,
-            mode=config.stripe.mode,
-            detectors=self.detector_set.detectors,
-            recent_size=config.server.recent_events,
-        )
+        # Missed-delivery poller (exporter/poller.py): only when STRIPE_API_KEY is set.
+        self.wiring = wire(config, env=resolve_secret_files(os.environ), clock=clock)
+        self.metrics = self.wiring.metrics
+        self.state = self.wiring.state
+        self.detector_set = self.wiring.detector_set
+        self.ingestor = self.wiring.ingestor
+        self.poller = self.wiring.poller
         self.verifier = SignatureVerifier(config.stripe.webhook_secrets, config.stripe.tolerance_seconds, clock=clock)
         self.http_metrics = HttpMetrics(self.metrics.registry)
         # TLS and basic auth of the private listener (--web.config.file); a bad file stops the start here.
@@ -83,12 +55,12 @@ class Service:
             for listener in LISTENERS
         }
         for listener, guard in self.guards.items():
-            self.http_metrics.watch_open(listener, lambda g=guard: g.open_connections)
+
+            def count(g: ConnectionGuard = guard) -> int:
+                return g.open_connections
+
+            self.http_metrics.watch_open(listener, count)
         self._remove_log_filter: Callable[[], None] | None = None
-        # Missed-delivery poller (exporter/poller.py): only when STRIPE_API_KEY is set.
-        self.poller = build_poller(
-            config, self.metrics.registry, self.state, self.ingestor, env=resolve_secret_files(os.environ), clock=clock
-        )
         self._poller_task: asyncio.Task[None] | None = None
         self._runners: list[web.AppRunner] = []
         self._servers: list[asyncio.AbstractServer] = []
@@ -198,7 +170,7 @@ class Service:
             guard.factory(runner.server), host, port, reuse_address=True, ssl=ssl, backlog=LISTEN_BACKLOG
         )
         self._servers.append(server)
-        sockets = server.sockets or []
+        sockets = server.sockets
         return sockets[0].getsockname()[1] if sockets else port
 
     async def _housekeep(self) -> None:
@@ -219,8 +191,7 @@ class Service:
                 await self.state.checkpoint()
                 if now >= next_prune:
                     next_prune = now + PRUNE_INTERVAL_SECONDS
-                    self.state.prune_namespace(REFUNDS_NS, now - REFUNDS_RETENTION_SECONDS)
-                    self.state.prune_namespace(CANCELED_NS, now - CANCELED_RETENTION_SECONDS)
+                    self.wiring.prune_namespaces(now)
                     _, kept = await self.state.prune_in_background(now)
                     self.metrics.state_seen_ids.set(kept)
             except StateUnavailable:

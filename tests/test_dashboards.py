@@ -99,6 +99,21 @@ def test_every_query_uses_the_datasource_variable_and_the_scope_variables(uid: s
     assert {"job", "instance"} <= set(variables)
 
 
+def test_generate_with_a_users_config_draws_its_thresholds(tmp_path) -> None:
+    config = tmp_path / "billingwatch.yml"
+    config.write_text("rules:\n  webhook_lag:\n    warning_seconds: 120\n    critical_seconds: 900\n")
+    try:
+        assert generate.main(["--config", str(config), "--output", str(tmp_path / "json")]) == 0
+        config.write_text("rules:\n  webhook_lag:\n    warning_secs: 1\n")
+        assert generate.main(["--config", str(config), "--output", str(tmp_path / "bad")]) == 2
+    finally:
+        sources.use_config(None)
+    ops = json.loads((tmp_path / "json" / f"{operations.UID}.json").read_text())
+    assert step_values(panel(ops, "Delivery delay")) == [120, 900]
+    assert not (tmp_path / "bad").exists()
+    assert generate.main(["--check"]) == 0, "the committed JSON is the defaults'"
+
+
 def test_overview_has_a_currency_variable() -> None:
     variables = {v["name"]: v for v in committed()[overview.UID]["templating"]["list"]}
     assert "stripe_charges_total" in variables["currency"]["query"]

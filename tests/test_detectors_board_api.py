@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -177,27 +178,14 @@ async def test_detectors_api_lists_all_seven_with_where_they_run_and_their_alert
     assert "api/v1/anomalies" in landing and "api/v1/detectors" in landing
 
 
-def test_rule_settings_are_read_generically():
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class Section:
-        window: str
-        max_failure_ratio: float
-
-    @dataclass(frozen=True)
-    class Rules:
-        charge_failure_spike: Section
-        revenue_drop_ratio: float
-        webhook_lag_seconds: int
-        job: str
-
-    per, shared = catalog.rule_settings(Rules(Section("1h", 0.15), 0.5, 600, "billingwatch"))
-    assert per["charge_failure_spike"] == {"window": "1h", "max_failure_ratio": 0.15}
-    assert per["revenue_drop"] == {"revenue_drop_ratio": 0.5}
-    assert per["webhook_lag"] == {"webhook_lag_seconds": 600}
-    assert per["fraud_spike"] == {}
-    assert shared == {"job": "billingwatch"}
+def test_rule_settings_are_each_rule_detectors_section_with_the_rest_shared():
+    rules = build_config({"rules": {"revenue_drop": {"warning_drop_ratio": 0.25}}}).rules
+    per, shared = catalog.rule_settings(rules)
+    assert set(per) == {"charge_failure_spike", "fraud_spike", "revenue_drop", "webhook_lag"}
+    assert per["charge_failure_spike"] == dataclasses.asdict(rules.charge_failure_spike)
+    assert per["revenue_drop"]["warning_drop_ratio"] == 0.25
+    assert shared["job"] == "billingwatch"
+    assert "card_testing" in shared and not set(per) & set(shared)
 
 
 # -- custom detectors --------------------------------------------------------------------------------------------

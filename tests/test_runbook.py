@@ -62,7 +62,7 @@ def test_rules_link_flags_override_the_config(tmp_path: Path) -> None:
     for rule in alerts:
         assert rule["annotations"]["runbook_url"] == f"http://127.0.0.1:19847/runbook#{rule['alert'].lower()}"
         assert "dashboard_url" not in rule["annotations"]
-    # With a Grafana, every alert a panel explains links to it (the map is written by `python -m dashboards.generate`).
+    # With a Grafana, every alert a panel explains links to it (the map is exporter/panels.py).
     with_grafana = render("--grafana-url=http://127.0.0.1:3000")
     for rule in with_grafana:
         panel = dashboard_panels().get(rule["alert"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry
 
@@ -23,6 +23,13 @@ class Detector(Protocol):
 
     def tick(self, now: float) -> None:
         """Called about once a second with the current (or, in backtests, virtual) time."""
+
+
+@runtime_checkable
+class Describes(Protocol):
+    """Optional: what GET /api/v1/detectors shows as a detector's thresholds (else its configured settings)."""
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 @dataclass

@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from exporter.rulegen.config import RulesConfig
+from exporter.rulegen.render import GROUPS
+
 ALERT_NAMES: dict[str, str] = {
     "charge_failure_spike": "BillingWatchChargeFailureSpike",
     "fraud_spike": "BillingWatchDisputeSpike",  # also BillingWatchEarlyFraudWarningSpike, ...MonthlyDisputeRatioHigh
@@ -29,55 +32,30 @@ DESCRIPTIONS: dict[str, str] = {
     "(PromQL rule).",
     "fraud_spike": "Disputes and early fraud warnings far above the account's own rate; the networks' monthly "
     "dispute programmes (PromQL rule).",
-    "revenue_drop": "Captured revenue far below the same hours of previous weeks, on too few charges (PromQL rule).",
+    "revenue_drop": "Collected revenue per currency far below the median of the same hours in previous weeks, with "
+    "significantly fewer successful charges (PromQL rule).",
     "webhook_lag": "Events arrive late or not at all (delivery delay, time since the last event) (PromQL rule).",
     "duplicate_charge": "Two distinct successful charges of one payer, same amount and currency, close in time.",
     "negative_invoice": "An invoice with a negative total, or a single refund or credit note above a threshold.",
     "silent_lapse": "An active subscription whose renewal stays unpaid, or with no payment, past a grace period.",
 }
 
-# How to find a rule detector's settings in the `rules:` section without depending on its exact field names:
-# a nested section named after the detector, else the top-level keys mentioning one of these words.
-RULE_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "charge_failure_spike": ("charge_failure", "failure"),
-    "fraud_spike": ("fraud", "dispute"),
-    "revenue_drop": ("revenue",),
-    "webhook_lag": ("webhook", "lag", "delivery", "silence"),
-}
+
+def rule_settings(rules: RulesConfig) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """({rule detector: its `rules:` section}, the rest of `rules:`, which its alerts may share)."""
+    per = {
+        "charge_failure_spike": dataclasses.asdict(rules.charge_failure_spike),
+        "fraud_spike": dataclasses.asdict(rules.fraud_spike),
+        "revenue_drop": dataclasses.asdict(rules.revenue_drop),
+        "webhook_lag": dataclasses.asdict(rules.webhook_lag),
+    }
+    return per, {k: v for k, v in dataclasses.asdict(rules).items() if k not in per}
 
 
-def rule_settings(rules_config: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """({rule detector: its settings}, settings shared by all rules) read generically from the rules config."""
-    doc: dict[str, Any] = {}
-    if dataclasses.is_dataclass(rules_config) and not isinstance(rules_config, type):
-        doc = dataclasses.asdict(rules_config)
-    elif isinstance(rules_config, dict):
-        doc = dict(rules_config)
-    per: dict[str, dict[str, Any]] = {name: {} for name in RULE_KEYWORDS}
-    claimed: set[str] = set()
-    for name, words in RULE_KEYWORDS.items():
-        section = doc.get(name)
-        if isinstance(section, dict):
-            per[name] = section
-            claimed.add(name)
-            continue
-        for key, value in doc.items():
-            if key not in per and any(w in key for w in words):
-                per[name][key] = value
-                claimed.add(key)
-    shared = {k: v for k, v in doc.items() if k not in claimed}
-    return per, shared
-
-
-def rule_alerts(rules_config: Any) -> dict[str, list[dict[str, Any]]]:
-    """{detector label: [{alert, severity, for}]} from the rules rendered for this config; {} when rulegen is
-    unavailable. Alerts without a detector label (the custom-detector alert) are listed under "custom"."""
-    try:
-        from exporter.rulegen.render import GROUPS
-
-        groups = [build(rules_config) for build in GROUPS.values()]
-    except Exception:
-        return {}
+def rule_alerts(rules: RulesConfig) -> dict[str, list[dict[str, Any]]]:
+    """{detector label: [{alert, severity, for}]} from the rules rendered for this config. Alerts without a
+    detector label (the custom-detector alert) are listed under "custom"."""
+    groups = [build(rules) for build in GROUPS.values()]
     out: dict[str, list[dict[str, Any]]] = {}
     for group in groups:
         for rule in group.get("rules", []):

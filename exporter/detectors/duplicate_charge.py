@@ -29,7 +29,7 @@ row per charge (SQLite rows are the expensive part of a flush); a restart reads 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -230,7 +230,7 @@ class DuplicateChargeDetector:
 
     def _remember(
         self, h: int, created: int, received: int, charge_id: str, invoice: str, intent: str
-    ) -> Entry | bool | None:
+    ) -> Entry | Literal[False] | None:
         """Add a charge under one key; returns the closest earlier charge within the window that may be the same
         purchase, None, or False when this very charge was already remembered."""
         line = _pack(created, received, charge_id, invoice, intent)

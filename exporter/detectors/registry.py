@@ -11,8 +11,9 @@ from prometheus_client import CollectorRegistry
 from exporter.config import Config
 from exporter.detectors import catalog
 from exporter.detectors.api import anomalies_handler, detectors_handler
-from exporter.detectors.base import Detector, DetectorContext
+from exporter.detectors.base import Describes, Detector, DetectorContext
 from exporter.detectors.board import AnomalyBoard
+from exporter.detectors.config import DuplicateChargeConfig, NegativeInvoiceConfig, SubscriptionsConfig
 from exporter.detectors.custom import load_custom
 from exporter.detectors.duplicate_charge import DuplicateChargeDetector
 from exporter.detectors.fraud_warnings import EarlyFraudWarningDetector
@@ -45,7 +46,10 @@ class DetectorSet:
     by_name: dict[str, Detector] = field(default_factory=dict)
 
 
-def build_detectors(config: Config, registry: CollectorRegistry, state: StateStore) -> DetectorSet:
+def build_detectors(
+    config: Config, registry: CollectorRegistry, state: StateStore, *, persist: bool = True
+) -> DetectorSet:
+    """`persist=False`: the subscription ledger keeps its table in memory only (backtests, exporter/wiring.py)."""
     dc = config.detectors
     board = AnomalyBoard(
         registry, state, ttl_seconds=dc.anomaly_ttl_seconds, max_series=dc.max_series, recent_size=dc.recent_anomalies
@@ -56,9 +60,11 @@ def build_detectors(config: Config, registry: CollectorRegistry, state: StateSto
     if dc.negative_invoice.enabled:
         out.by_name["negative_invoice"] = NegativeInvoiceDetector(board, state, dc.negative_invoice)
     if dc.subscriptions.enabled:
-        out.by_name["silent_lapse"] = SubscriptionLedger(
+        ledger = SubscriptionLedger(
             board, state, registry, dc.subscriptions, max_label_values=config.metrics.max_label_values
         )
+        ledger.persist = persist
+        out.by_name["silent_lapse"] = ledger
     # Records each early fraud warning with its charge and customer (no series, no alert of its own).
     out.by_name["early_fraud_warning"] = EarlyFraudWarningDetector(board)
     for i, spec in enumerate(dc.custom_specs()):
@@ -88,7 +94,7 @@ def describe_detectors(config: Config, detector_set: DetectorSet) -> list[dict[s
     rules, shared = catalog.rule_settings(config.rules)
     alerts = catalog.rule_alerts(config.rules)
     out: list[dict[str, Any]] = []
-    for name in catalog.RULE_KEYWORDS:
+    for name, thresholds in rules.items():
         out.append(
             {
                 "name": name,
@@ -97,13 +103,13 @@ def describe_detectors(config: Config, detector_set: DetectorSet) -> list[dict[s
                 "alert": catalog.ALERT_NAMES[name],
                 "description": catalog.DESCRIPTIONS[name],
                 "alerts": alerts.get(name, []),
-                "thresholds": rules.get(name, {}),
+                "thresholds": thresholds,
                 "shared_rule_settings": shared,
             }
         )
     dc = config.detectors
     common = {"anomaly_ttl_seconds": dc.anomaly_ttl_seconds, "max_series": dc.max_series}
-    builtin_configs = {
+    builtin_configs: dict[str, DuplicateChargeConfig | NegativeInvoiceConfig | SubscriptionsConfig] = {
         "duplicate_charge": dc.duplicate_charge,
         "negative_invoice": dc.negative_invoice,
         "silent_lapse": dc.subscriptions,
@@ -111,8 +117,7 @@ def describe_detectors(config: Config, detector_set: DetectorSet) -> list[dict[s
     for name, section in builtin_configs.items():
         detector = detector_set.by_name.get(name)
         # A disabled detector shows its configured settings.
-        describe = getattr(detector, "describe", None)
-        thresholds = describe() if callable(describe) else dataclasses.asdict(section)
+        thresholds = detector.describe() if isinstance(detector, Describes) else dataclasses.asdict(section)
         out.append(
             {
                 "name": name,
@@ -126,8 +131,7 @@ def describe_detectors(config: Config, detector_set: DetectorSet) -> list[dict[s
             }
         )
     for spec in dc.custom_specs():
-        detector = detector_set.by_name.get(spec.name)
-        describe = getattr(detector, "describe", None)
+        detector = detector_set.by_name[spec.name]
         out.append(
             {
                 "name": spec.name,
@@ -138,7 +142,7 @@ def describe_detectors(config: Config, detector_set: DetectorSet) -> list[dict[s
                 "alert": catalog.CUSTOM_ALERT_NAME,
                 "alerts": alerts.get("custom", []),
                 "description": (detector.__doc__ or "").strip().splitlines()[0] if detector.__doc__ else "",
-                "thresholds": describe() if callable(describe) else dict(spec.options),
+                "thresholds": detector.describe() if isinstance(detector, Describes) else dict(spec.options),
                 "metric": f'billingwatch_anomaly{{detector="{spec.name}"}}',
             }
         )

@@ -84,9 +84,9 @@ def run_backtest(
     files = rule_files(rules_dir)
     if not files:
         raise FileNotFoundError(f"{rules_dir}: no Prometheus rule files found")
-    job, default_eval = scrape_settings()
+    _, default_eval = scrape_settings()
     # The rules select the exporter's job by the config's rules.job: the virtual scrape must carry that name.
-    job = getattr(getattr(config, "rules", None), "job", None) or job
+    job = config.rules.job
     rules = load_rules(files, default_eval)
     index = index_history(history)
     timings["index"] = time.monotonic() - t0

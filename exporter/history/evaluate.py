@@ -64,7 +64,7 @@ def _fmt_delay(seconds: float | None) -> str:
 
 
 def anomaly_rows(scores: list[Score]) -> list[tuple[str, ...]]:
-    rows = [("SCENARIO", "ANOMALY", "DETECTOR", "RESULT", "DELAY", "ALERTS")]
+    rows: list[tuple[str, ...]] = [("SCENARIO", "ANOMALY", "DETECTOR", "RESULT", "DELAY", "ALERTS")]
     for s in scores:
         for o in s.outcomes:
             lb = o.label
@@ -75,7 +75,7 @@ def anomaly_rows(scores: list[Score]) -> list[tuple[str, ...]]:
 
 
 def false_rows(scores: list[Score]) -> list[tuple[str, ...]]:
-    rows = [("SCENARIO", "EVAL DAYS", "DETECTOR", "FALSE ALERTS", "FALSE ALERT-HOURS")]
+    rows: list[tuple[str, ...]] = [("SCENARIO", "EVAL DAYS", "DETECTOR", "FALSE ALERTS", "FALSE ALERT-HOURS")]
     for s in scores:
         days = f"{(s.eval_end - s.eval_start) / 86400:.1f}"
         by = s.false_by_detector()
@@ -103,7 +103,8 @@ def detector_rows(scores: list[Score]) -> list[tuple[str, ...]]:
             st = stats.setdefault(detector, [0, 0, None, 0, 0.0])
             st[3] += n
             st[4] += hours
-    rows = [("DETECTOR", "CAUGHT", "WORST DELAY", "FALSE ALERTS", "FALSE ALERT-HOURS", "FALSE / 30 DAYS")]
+    header = ("DETECTOR", "CAUGHT", "WORST DELAY", "FALSE ALERTS", "FALSE ALERT-HOURS", "FALSE / 30 DAYS")
+    rows: list[tuple[str, ...]] = [header]
     for detector, (caught, labelled, worst, n, hours) in sorted(stats.items()):
         rows.append((detector or "(none)", f"{caught}/{labelled}", _fmt_delay(worst), str(n), f"{hours:.1f}",
                      f"{n * 30 / days:.1f}"))  # fmt: skip

@@ -292,7 +292,7 @@ class HistoryGenerator:
     ) -> None:
         period = DAY if interval == "day" else MONTH
         inv_id = self._id("in")
-        common = dict(
+        common: dict[str, Any] = dict(
             total=sub.amount,
             currency=sub.currency,
             customer=sub.customer,
@@ -481,7 +481,7 @@ class HistoryGenerator:
     def _inject_negative_invoice(self, inj: Injection) -> None:
         inj.customer = "cus_negative" + self._id("x")[-6:]
         inj.subscription = self._id("sub")
-        common = dict(
+        common: dict[str, Any] = dict(
             total=-7500, currency="usd", customer=inj.customer, subscription=inj.subscription,
             billing_reason="subscription_update", invoice_id=self._id("in"),
         )  # fmt: skip

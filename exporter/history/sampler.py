@@ -17,14 +17,11 @@ from typing import IO, Any
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.utils import floatToGoString
 
-from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
 from exporter.config import Config
 from exporter.fast_metrics import FastCounter, FastGauge, FastHistogram, _Family
-from exporter.ingest import Ingestor, event_shape_error
-from exporter.metrics import Metrics
-from exporter.state import StateStore
+from exporter.ingest import event_shape_error
+from exporter.wiring import PRUNE_INTERVAL_SECONDS, wire
 
-PRUNE_INTERVAL_SECONDS = 3600.0  # as the service does
 # The state store is in memory and never restarted in a backtest, so flushing it is bookkeeping only (lookups see
 # pending writes); flushing every few virtual minutes instead of every second keeps its cost out of the way.
 FLUSH_INTERVAL_SECONDS = 600.0
@@ -50,22 +47,13 @@ def _escape(value: str) -> str:
 
 
 class VirtualExporter:
-    """The exporter's ingest pipeline and detectors with a fresh registry and an in-memory state."""
+    """The exporter's own wiring (exporter/wiring.py) without persistence or poller, housekept on virtual time."""
 
     def __init__(self, config: Config):
-        from exporter.detectors.registry import build_detectors
-
-        self.metrics = Metrics(
-            max_label_values=config.metrics.max_label_values,
-            max_series_per_metric=config.metrics.max_series_per_metric,
-        )
-        self.state = StateStore(":memory:", retention_seconds=config.state.retention_seconds)
-        self.detector_set = build_detectors(config, self.metrics.registry, self.state)
-        self.ingestor = Ingestor(
-            self.metrics, self.state, mode=config.stripe.mode, detectors=self.detector_set.detectors
-        )
-        for detector in self.detector_set.detectors:
-            _skip_persistence(detector)
+        self.wiring = wire(config, env=None, persist=False)
+        self.metrics = self.wiring.metrics
+        self.state = self.wiring.state
+        self.ingestor = self.wiring.ingestor
         self._next_prune = 0.0
         self._next_flush = 0.0
 
@@ -77,16 +65,9 @@ class VirtualExporter:
             self.state.flush(now)
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_INTERVAL_SECONDS
+            self.wiring.prune_namespaces(now)
             self.state.prune(now)
-            self.state.prune_namespace(REFUNDS_NS, now - REFUNDS_RETENTION_SECONDS)
-
-
-def _skip_persistence(detector: Any) -> None:
-    """Detectors that journal their tables to the state store for restarts (the subscription ledger) do so on
-    every tick; a backtest never restarts, so that work (a third of a month-long backtest) is skipped. Only the
-    persistence is skipped: what the detector keeps in memory and reports is unchanged."""
-    if hasattr(detector, "persist"):
-        detector.persist = False
+            self.metrics.state_seen_ids.set(self.state.seen_count())
 
 
 class OpenMetricsWriter:
@@ -249,9 +230,8 @@ def registry_rows(registry: Any) -> Iterable[tuple[str, dict[str, str], float]]:
 
 def backtest_config(config: Config) -> Config:
     """`config` with the ledger sweep no more frequent than MIN_SWEEP_SECONDS (see above)."""
-    subs = getattr(config.detectors, "subscriptions", None)
-    current = getattr(subs, "sweep_interval_seconds", None)
-    if current is None or current >= MIN_SWEEP_SECONDS:
+    subs = config.detectors.subscriptions
+    if subs.sweep_interval_seconds >= MIN_SWEEP_SECONDS:
         return config
     subs = dataclasses.replace(subs, sweep_interval_seconds=MIN_SWEEP_SECONDS)
     return dataclasses.replace(config, detectors=dataclasses.replace(config.detectors, subscriptions=subs))

@@ -210,7 +210,7 @@ class ScenarioGenerator(HistoryGenerator):
         self._actions: list[tuple[float, int, str, _Sub]] = []
         self._seq = 0
         self._subs: list[_Sub] = []
-        self._attempts: dict[int, int] = {}  # anomaly index -> charge attempts seen in its window
+        self._outage_attempts: dict[int, int] = {}  # anomaly index -> charge attempts seen in its window
         self._retries: dict[str, float] = {}  # invoice id -> its period start, while a dunning retry is due
         self._test_customers = [f"cus_test{i:02d}" for i in range(6)]
 
@@ -330,7 +330,7 @@ class ScenarioGenerator(HistoryGenerator):
     def _decline_code(self, t: float, currency: str, *, renewal: bool) -> str | None:
         outage = self._window("total_outage", t)
         if outage is not None:
-            self._attempts[outage[0]] = self._attempts.get(outage[0], 0) + 1
+            self._outage_attempts[outage[0]] = self._outage_attempts.get(outage[0], 0) + 1
             return "processing_error"
         partial = self._window("partial_outage", t)
         if partial is not None and partial[1].currency in (None, currency):
@@ -369,7 +369,7 @@ class ScenarioGenerator(HistoryGenerator):
         self._schedule(due, "renew", sub)
         return sub
 
-    def _signup(self, t: float) -> None:
+    def _sign_up(self, t: float) -> None:
         sub = self._new_sub(add_month(t))
         sub.period_start = t
         inv_id = self._id("in")
@@ -443,7 +443,7 @@ class ScenarioGenerator(HistoryGenerator):
         self._retries[inv_id] = period_start
         self._schedule(t + self.rng.uniform(2, 4) * DAY, "retry:" + inv_id, sub)
 
-    def _cancel(self, t: float) -> None:
+    def _cancel_one(self, t: float) -> None:
         live = [s for s in self._subs[-2000:] if s.alive and not s.cancel_at_end]
         if not live:
             return
@@ -529,7 +529,7 @@ class ScenarioGenerator(HistoryGenerator):
             signups = subs_now * (s.monthly_churn / 30.4 + max(0.0, weekly_growth)) / DAY * step * f
             for rate, make in (
                 (succeeded * s.dispute_rate, self._dispute), (succeeded * s.efw_rate, self._efw),
-                (succeeded * s.refund_rate, self._refund), (churn, self._cancel), (signups, self._signup),
+                (succeeded * s.refund_rate, self._refund), (churn, self._cancel_one), (signups, self._sign_up),
                 (lam * s.filler_per_charge, self._filler),
             ):  # fmt: skip
                 for _ in range(poisson(self.rng, rate)):
@@ -580,7 +580,7 @@ class ScenarioGenerator(HistoryGenerator):
 
     def _add_total_outage(self, i: int, a: AnomalySpec, label: Label) -> None:
         # Traffic in the window already fails (see _decline_code); payers who retry top it up to `size` attempts.
-        need = max(0, int(a.size or 5) - self._attempts.get(i, 0))
+        need = max(0, int(a.size or 5) - self._outage_attempts.get(i, 0))
         for t in self._spread(label, need):
             if a.livemode:
                 currency = self._currency()
@@ -588,7 +588,7 @@ class ScenarioGenerator(HistoryGenerator):
             else:
                 self._test_charge(t, failed="processing_error")
         label.note = (
-            f"every charge attempt fails for {a.duration / 60:.0f} min ({self._attempts.get(i, 0) + need}"
+            f"every charge attempt fails for {a.duration / 60:.0f} min ({self._outage_attempts.get(i, 0) + need}"
             " attempts at least)"
             if a.livemode
             else f"test mode: {need}+ failing test charges"

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-import json
-from importlib import resources
 from typing import Any
 
+from exporter import panels
 from exporter.money import THREE_DECIMAL, ZERO_DECIMAL
 from exporter.rulegen.config import RulesConfig
 from exporter.rulegen.durations import format_duration, parse_duration
@@ -71,18 +69,15 @@ def alert(
         "description": description,
         "runbook_url": f"{cfg.runbook_base_url}#{name.lower()}",
     }
-    panel = dashboard_panels().get(name)
+    panel = panels.panel_path(name)
     if cfg.grafana_url and panel:
         rule["annotations"]["dashboard_url"] = cfg.grafana_url.rstrip("/") + panel
     return rule
 
 
-@functools.cache
 def dashboard_panels() -> dict[str, str]:
-    """alert name -> `/d/<uid>?viewPanel=<id>` of the panel explaining it (written by `python -m dashboards.generate`
-    from the shipped dashboards)."""
-    text = resources.files("exporter.rulegen").joinpath("panels.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    """alert name -> `/d/<uid>?viewPanel=<id>` of the panel explaining it (exporter/panels.py)."""
+    return {alert: f"/d/{uid}?viewPanel={pid}" for alert, (uid, pid, _) in panels.ALERT_PANELS.items()}
 
 
 def percent(ratio: float) -> str:
