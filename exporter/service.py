@@ -48,8 +48,8 @@ class Service:
         self.state = StateStore(config.state.path, retention_seconds=config.state.retention_seconds)
         CallbackCounter(
             "billingwatch_state_seen_db_lookups",
-            "Dedupe lookups the in-memory filter could not answer, so SQLite was read: redeliveries and the "
-            "filter's false positives (much more than the duplicates means the filter is overfull).",
+            "Dedupe lookups that read the seen-id table in SQLite: every delivery whose id is not already "
+            "waiting for its commit.",
             lambda: self.state.db_lookups,
             self.metrics.registry,
         )
@@ -132,8 +132,6 @@ class Service:
         )
         if self.web_config.headers:
             add_headers(private, self.web_config.headers)
-        # Counters, accounting and detectors run right after each answer, batched per loop iteration (ingest.py).
-        self.ingestor.process_later_with(asyncio.get_running_loop().call_soon)
         self.webhook_port = await self._serve(public, cfg.server.listen, self.guards["webhook"])
         self.metrics_port = await self._serve(
             private, cfg.server.metrics_listen, self.guards["private"], ssl=self.web_config.ssl
@@ -163,8 +161,6 @@ class Service:
             state=cfg.state.path,
             max_connections=self.guards["webhook"].max_connections,
             open_files_limit=open_files_limit(),
-            # Read into the dedupe filter at start: about 1.7 s per million ids on a 2-core machine.
-            seen_ids_loaded=self.state.loaded_ids,
         )
 
     def _private_middlewares(self) -> list[Any]:
@@ -208,7 +204,6 @@ class Service:
             await asyncio.sleep(interval)
             now = self.clock()
             try:
-                self.ingestor.drain()
                 for detector in self.ingestor.detectors:
                     self.ingestor.tick_detector(detector, now)
                     # Webhooks that arrived meanwhile are answered between two ticks, not after all of them.
@@ -239,7 +234,6 @@ class Service:
             await runner.cleanup()
         if self._remove_log_filter is not None:
             self._remove_log_filter()
-        self.ingestor.process_later_with(None)  # processes what is still queued
         if self._poller_task is not None:
             self._poller_task.cancel()
             try:
