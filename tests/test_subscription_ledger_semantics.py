@@ -42,7 +42,6 @@ async def post_all(exp: Exporter, *events: dict[str, Any]) -> None:
         assert await exp.post_event(ev) == 200
     # The listener processes accepted events right after answering, in the same loop iteration; drain() runs
     # whatever is still queued at this point.
-    exp.service.ingestor.drain()
 
 
 def mrr(exp: Exporter, currency: str = "usd", livemode: str = "false") -> float | None:
