@@ -2,7 +2,7 @@
 
 Durability (docs/faults.md): a webhook is answered 200 only once its event id is committed. Ids of concurrent
 requests are written together ("group commit"): the first new id of a loop iteration schedules a commit; ids
-that arrive while a commit runs go into the next one, so one transaction and one fsync serve every request
+that arrive while a commit runs go into the next one, so one transaction serves every request
 waiting meanwhile. The writer connection uses WAL with `synchronous=NORMAL`: a commit has been written into the
 WAL (the kernel holds it) before the answer, so an acknowledged id survives a crash or kill of the process. The
 WAL is fsync'd by the checkpoint, once a second: an OS crash or a power loss can lose the ids of that last second
