@@ -2,20 +2,16 @@
 
 The same code serves the HTTP handler and offline replays (backtests pass a virtual `received` time).
 
-Dedupe and the mode filter decide the webhook's answer, so they run at once. In the server the rest (counters,
-the recent-events list, accounting, detectors) can be handed to the event loop to run right after the answer is written
-(`process_later_with(loop.call_soon)`): the events that arrived in one loop iteration are then processed
-together, one after the other, instead of each between two rounds of HTTP parsing and writing. The same Python
-code runs much faster back to back (its instructions and data stay in the CPU caches): measured, about 10 % of
-the server's CPU per webhook (docs/benchmark.md). Nothing waits longer than the current loop iteration, events
-keep their order, and `drain()` runs whatever is queued (the service calls it before ticks and at shutdown).
+Dedupe and the mode filter decide the webhook's answer; the rest (counters, the recent-events list,
+accounting, detectors) runs once the id is committed, just before the answer. A commit serves every request that
+waited for it, so in the server those requests resume one after the other and their processing runs back to back.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from exporter import logs
@@ -67,29 +63,6 @@ class Ingestor:
         }
         self._events_by_mode = Children(metrics.events_by_mode)
         self._events = Children(metrics.events)
-        self._schedule: Callable[[Callable[[], None]], object] | None = None
-        self._queue: list[tuple[dict[str, Any], float, str, bool]] = []
-
-    def process_later_with(self, schedule: Callable[[Callable[[], None]], object] | None) -> None:
-        """Run the work after dedupe through `schedule` (e.g. loop.call_soon), or at once when None."""
-        self.drain()
-        self._schedule = schedule
-
-    @property
-    def deferred(self) -> bool:
-        return self._schedule is not None
-
-    def drain(self) -> None:
-        """Process every admitted event still queued, in order of arrival."""
-        while self._queue:
-            queue, self._queue = self._queue, []
-            for item in queue:
-                try:
-                    self._process(item)
-                except Exception:
-                    # _process guards its own stages; this is the last line, so one event cannot take the rest.
-                    self.metrics.processing_errors.labels("ingest").inc()
-                    logs.error("event processing failed", event_id=event_id_safe(item[0]))
 
     def ingest(self, event: dict[str, Any], received: float, *, via_webhook: bool = True) -> str:
         """Process one shape-checked event; returns its outcome (accepted, duplicate or ignored).
@@ -130,22 +103,20 @@ class Ingestor:
         self._requests["unavailable"].inc()
 
     def complete(self, event: dict[str, Any], received: float, outcome: str, *, via_webhook: bool = True) -> None:
-        """Count an admitted event and process it (now, or batched after the answer: process_later_with)."""
+        """Count an admitted event and process it."""
         if via_webhook:
             # Counted with the answer, so the counter never lags behind what a sender was told.
             self._requests[outcome].inc()
-        item = (event, received, outcome, via_webhook)
-        if self._schedule is None:
-            self._process(item)
-        else:
-            if not self._queue:
-                self._schedule(self.drain)
-            self._queue.append(item)
+        try:
+            self._process(event, received, outcome, via_webhook)
+        except Exception:
+            # _process guards its own stages; this is the last line, so that no event can break the answer.
+            self.metrics.processing_errors.labels("ingest").inc()
+            logs.error("event processing failed", event_id=event_id_safe(event))
 
-    def _process(self, item: tuple[dict[str, Any], float, str, bool]) -> None:
-        """Everything after the answer: the recent list, and for first deliveries the mode counter, then (accepted
-        events only) the event counters, accounting and detectors."""
-        event, received, outcome, via_webhook = item
+    def _process(self, event: dict[str, Any], received: float, outcome: str, via_webhook: bool) -> None:
+        """The recent list, and for first deliveries the mode counter, then (accepted events only) the event
+        counters, accounting and detectors."""
         m = self.metrics
         event_type: str = event["type"]
         created = event.get("created")
@@ -202,7 +173,6 @@ class Ingestor:
                 logs.error("detector failed", detector=detector.name, event_id=event_id_safe(event))
 
     def tick(self, now: float) -> None:
-        self.drain()
         for detector in self.detectors:
             self.tick_detector(detector, now)
 

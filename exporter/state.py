@@ -2,15 +2,17 @@
 
 Durability (docs/faults.md): a webhook is answered 200 only once its event id is committed. Ids of concurrent
 requests are written together ("group commit"): the first new id of a loop iteration schedules a commit; ids
-that arrive while a commit runs go into the next one, so one transaction and one fsync serve every request
-waiting meanwhile. The writer connection uses WAL with `synchronous=FULL`: a commit has reached the disk (the
-WAL is fsync'd) before the answer, so an acknowledged id survives a process crash, an OS crash and a power loss
-(on storage that honours fsync). A failed commit acknowledges nothing: its requests are answered 503 (Stripe
-retries them), the ids are forgotten, and the store reports itself not writable until a write succeeds again.
+that arrive while a commit runs go into the next one, so one transaction serves every request
+waiting meanwhile. The writer connection uses WAL with `synchronous=NORMAL`: a commit has been written into the
+WAL (the kernel holds it) before the answer, so an acknowledged id survives a crash or kill of the process. The
+WAL is fsync'd by the checkpoint, once a second: an OS crash or a power loss can lose the ids of that last second
+(docs/faults.md says what that costs; an fsync per commit doubled the exporter's CPU per webhook, docs/benchmark.md).
+A failed commit acknowledges nothing: its requests are answered 503 (Stripe retries them), the ids are forgotten,
+and the store reports itself not writable until a write succeeds again.
 
 Every write runs in one worker thread, in order (`_executor`), never on the event loop: id commits, the
-detectors' key/value batch (written in chunks so id commits get in between) and pruning. Lookups read SQLite on
-the caller's thread, and only when the in-memory filter cannot answer (exporter/seen_filter.py).
+detectors' key/value batch (written in chunks so id commits get in between) and pruning. Lookups read SQLite
+(the primary key) on the caller's thread.
 
 At start the file is checked (`PRAGMA quick_check`) and locked to this process (a `flock` on `<path>.lock`);
 anything unusable raises StateError with a one-line reason naming the path and what to do. A state file that
@@ -37,7 +39,6 @@ from typing import Any
 import orjson
 
 from exporter import logs
-from exporter.seen_filter import SeenFilter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_events (
@@ -230,19 +231,15 @@ class StateStore:
             else:
                 self._wdb = _connect(self.path, WRITE_BUSY_TIMEOUT_SECONDS)
                 self._wdb.execute("PRAGMA journal_mode=WAL")
-                # FULL: the WAL is fsync'd at every commit, so an acknowledged id survives power loss too.
-                self._wdb.execute("PRAGMA synchronous=FULL")
+                # NORMAL: a commit is a write into the WAL, which a killed process cannot take back; the fsync
+                # waits for the next checkpoint (see the module docstring).
+                self._wdb.execute("PRAGMA synchronous=NORMAL")
                 # Checkpoints (copying the WAL into the database, two more fsyncs) would land in some webhook's
                 # commit; checkpoint() runs them from its own connection instead, which writers do not wait for.
                 self._wdb.execute("PRAGMA wal_autocheckpoint=0")
                 # Every small commit appends a page or two; once checkpointed, the WAL is cut back to this size.
                 self._wdb.execute(f"PRAGMA journal_size_limit={4 << 20}")
                 self._cdb = _connect(self.path, 0)
-            self._filter = SeenFilter(retention_seconds)
-            # The filter must hold every id the table holds, so it is filled before the first lookup.
-            self.loaded_ids = self._filter.add_all(
-                self._db.execute("SELECT id, received FROM seen_events ORDER BY received")
-            )
         except sqlite3.Error as exc:
             self._release_lock()
             raise StateError(f"state {self.path} cannot be read: {exc}: restore it from a backup") from None
@@ -256,7 +253,7 @@ class StateStore:
         self._pending_prunes: list[tuple[str, int]] = []
         self._inflight_kv: list[dict[tuple[str, str], Any]] = []  # oldest first
         self._closed = False
-        self.db_lookups = 0  # lookups the filter could not answer (redeliveries and false positives)
+        self.db_lookups = 0  # lookups that read SQLite (ids not pending in memory)
         self.writable = True
         self.write_errors = 0  # failed write transactions
         self._unwritable_since = 0.0
@@ -275,13 +272,8 @@ class StateStore:
         """True if `event_id` was seen before; otherwise remember it (not yet on disk) and return False.
 
         Raises sqlite3.Error when the table cannot be read (the caller answers 503)."""
-        if self._known(event_id):
+        if self.seen(event_id):
             return True
-        if self._filter.check_and_add(event_id, now):
-            self.db_lookups += 1
-            row = self._db.execute("SELECT 1 FROM seen_events WHERE id = ?", (event_id,)).fetchone()
-            if row is not None:
-                return True
         self._pending_seen[event_id] = int(now)
         return False
 
@@ -375,8 +367,6 @@ class StateStore:
         """True if `event_id` was seen before; read-only (unlike check_and_mark, remembers nothing)."""
         if self._known(event_id):
             return True
-        if not self._filter.may_contain(event_id):
-            return False
         self.db_lookups += 1
         return self._db.execute("SELECT 1 FROM seen_events WHERE id = ?", (event_id,)).fetchone() is not None
 

@@ -58,8 +58,8 @@ def wire(
     state = StateStore(config.state.path if persist else ":memory:", retention_seconds=config.state.retention_seconds)
     CallbackCounter(
         "billingwatch_state_seen_db_lookups",
-        "Dedupe lookups the in-memory filter could not answer, so SQLite was read: redeliveries and the "
-        "filter's false positives (much more than the duplicates means the filter is overfull).",
+        "Dedupe lookups that read the seen-id table in SQLite: every delivery whose id is not already "
+        "waiting for its commit.",
         lambda: state.db_lookups,
         metrics.registry,
     )

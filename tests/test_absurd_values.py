@@ -35,7 +35,6 @@ async def test_absurd_amounts_are_rejected_and_the_charge_still_counted(config):
         # The largest amount Stripe documents is still counted.
         top = samples.charge(amount=MAX_AMOUNT_MINOR_UNITS, currency="usd")
         assert await ex.post_event(make_event("charge.succeeded", top)) == 200
-        ex.service.ingestor.drain()
         assert ex.value("stripe_charges_total", {"currency": "usd"}) == 4
         assert ex.value("stripe_charge_amount_total", {"currency": "usd"}) == pytest.approx(19.99 + 999_999.99)
         assert _rejected(ex, "amount") == 2
@@ -48,7 +47,6 @@ async def test_an_absurd_running_refund_total_is_never_stored(config):
         assert await ex.post_event(make_event("charge.refunded", poisoned)) == 200
         real = {**charge, "amount_refunded": 1500, "refunded": True}
         assert await ex.post_event(make_event("charge.refunded", real)) == 200
-        ex.service.ingestor.drain()
         assert ex.value("stripe_refund_amount_total", {"currency": "eur"}) == 15.0
         assert ex.value("stripe_refunds_total", {"currency": "eur"}) == 1
         assert _rejected(ex, "amount") == 1
@@ -61,7 +59,6 @@ async def test_absurd_created_pins_neither_the_gauge_nor_the_delay_histogram(con
         assert await ex.post_event(make_event("charge.succeeded", samples.charge(), created=now - 2)) == 200
         assert await ex.post_event(make_event("charge.succeeded", samples.charge(), created=created)) == 200
         assert await ex.post_event(make_event("charge.succeeded", samples.charge(), created=now - 1)) == 200
-        ex.service.ingestor.drain()
         assert ex.value("stripe_events_total", {"type": "charge.succeeded"}) == 3
         assert ex.value("stripe_last_event_created_timestamp_seconds") == now - 1
         assert ex.value("stripe_event_delivery_delay_seconds_count") == 2
@@ -73,7 +70,6 @@ async def test_a_delay_beyond_any_redelivery_is_not_observed(config):
     async with running_exporter(config) as ex:
         old = make_event("invoice.paid", samples.invoice(), created=int(time.time()) - 40 * 86400)
         assert await ex.post_event(old) == 200
-        ex.service.ingestor.drain()
         assert ex.value("stripe_invoices_paid_total", {"currency": "usd"}) == 1
         assert ex.value("stripe_event_delivery_delay_seconds_count") == 0
         assert _rejected(ex, "delivery_delay") == 1

@@ -151,3 +151,32 @@ def test_crash_loses_at_most_the_last_second_of_dedupe_memory(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
+
+
+def test_ids_written_by_another_process_are_found(tmp_path):
+    # Dedupe reads the table itself: an id another process put there is a duplicate, one nobody wrote is not.
+    path = tmp_path / "s.sqlite3"
+    StateStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO seen_events (id, received) VALUES ('evt_outside', ?)", (int(time.time()),))
+    db.commit()
+    db.close()
+    store = StateStore(path)
+    assert store.seen("evt_outside")
+    assert store.check_and_mark("evt_outside", time.time()) is True
+    assert not store.seen("evt_never")
+    assert store.check_and_mark("evt_never", time.time()) is False
+    store.close()
+
+
+async def test_db_lookups_are_exposed_and_count_every_read_of_the_table(tmp_path):
+    config = make_config(tmp_path / "s.sqlite3")
+    event = make_event("charge.succeeded", samples.charge())
+    async with running_exporter(config) as ex:
+        assert ex.value("billingwatch_state_seen_db_lookups_total") == 0
+        assert await ex.post_event(event) == 200  # new: one read of the table found nothing
+        assert ex.value("billingwatch_state_seen_db_lookups_total") == 1
+        for _ in range(3):
+            assert await ex.post_event(event) == 200  # committed: each redelivery reads the table and finds it
+        assert ex.value("billingwatch_state_seen_db_lookups_total") == 4
+        assert ex.value("billingwatch_webhook_requests_total", {"outcome": "duplicate"}) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import orjson
 import pytest
 
 from exporter.detectors.journal import SHARDS, Journal
@@ -84,8 +85,8 @@ def test_ledger_record_round_trips_and_keeps_the_last_settled_invoices():
     rec.monthly, rec.send_invoice_days, rec.paused = 4333.333, 14, True
     for mark in (5, 6, 6, 7, 8):
         rec.settle(mark)
-    assert rec.settled == [6, 7, 8]
-    back = Sub.load(rec.dump())
+    assert rec.settled == (6, 7, 8)
+    back = Sub.load(orjson.loads(orjson.dumps(rec.dump())))  # as stored in the state file
     assert back is not None
     assert back.view("sub_x") == rec.view("sub_x")
     assert (back.period_end, back.trial_end, back.monthly, back.paused) == (1_782_592_000, None, 4333.333, True)

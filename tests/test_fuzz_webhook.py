@@ -81,9 +81,6 @@ class ThreadedExporter:
             resp.read()
         finally:
             conn.close()
-        # The exporter processes an event right after answering it (Ingestor.process_later_with), on its own loop:
-        # a no-op scheduled there now runs after that, so the metrics read next include this event.
-        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self.loop).result(10)
         return resp.status
 
     def sample(self, name: str, labels: dict[str, str] | None = None) -> float:

@@ -40,9 +40,7 @@ async def until(check: Any, what: str, timeout: float = 5.0) -> None:
 async def post_all(exp: Exporter, *events: dict[str, Any]) -> None:
     for ev in events:
         assert await exp.post_event(ev) == 200
-    # The listener processes accepted events right after answering, in the same loop iteration; drain() runs
-    # whatever is still queued at this point.
-    exp.service.ingestor.drain()
+    # Each accepted event is processed once its commit completes, before its 200 is returned.
 
 
 def mrr(exp: Exporter, currency: str = "usd", livemode: str = "false") -> float | None:
@@ -360,21 +358,27 @@ async def test_full_ledger_forgets_ended_subscriptions_first(tmp_path: Path) -> 
         assert mrr(exp) == count(exp, "active") * 20.0 == 990 * 20.0
 
 
-def test_records_stored_before_the_newer_fields_still_load() -> None:
+def test_records_stored_by_earlier_versions_still_load() -> None:
+    # The array-packed form of earlier versions: six strings, then base64 of 18 (or, later, 23) doubles.
     import base64
+    import struct
 
-    from exporter.detectors.ledger_record import Sub
+    from exporter.detectors.ledger_record import NEVER_SEEN, Sub
 
-    rec = Sub()
-    rec.status, rec.monthly = "active", 2000.0
-    values = list(rec.dump())
-    values[-1] = base64.b64encode(base64.b64decode(values[-1])[: 18 * 8]).decode()  # the 18-double layout
-    old = Sub.load(values)
-    assert old is not None and old.status == "active"
-    assert (old.monthly, old.list_monthly, old.livemode, old.discount_end, old.snap_kind) == (
-        2000.0,
-        2000.0,
-        -1,
-        None,
-        1,
+    old18 = [NEVER_SEEN, 1_700_000_000, 0, 0, 1_700_000_000, 1_702_592_000, -1, -1, 0, 0, 2000.0, 2_592_000, -1, 0, 1,
+             12345, 0, 0]  # fmt: skip
+    strings = ["cus_1", "active", "usd", None, None, None]
+    old = Sub.load([*strings, base64.b64encode(struct.pack("18d", *old18)).decode()])
+    assert old is not None and (old.customer, old.status, old.currency) == ("cus_1", "active", "usd")
+    assert (old.monthly, old.list_monthly, old.livemode, old.discount_end) == (2000.0, 2000.0, -1, None)
+    assert (old.period_start, old.period_end, old.trial_end, old.paused, old.settled) == (
+        1_700_000_000, 1_702_592_000, None, True, (12345,)
     )
+    old23 = [*old18, 1800.0, 1.0, 1_705_000_000, 1, 2]
+    newer = Sub.load([*strings, base64.b64encode(struct.pack("23d", *old23)).decode()])
+    assert newer is not None
+    assert (newer.list_monthly, newer.discount_end, newer.livemode, newer.snap_kind) == (1800.0, 1_705_000_000, 1, 2)
+    again = Sub.load(newer.dump())
+    assert again is not None and again.dump() == newer.dump()
+    assert Sub.load([*strings, "not base64!"]) is None
+    assert Sub.load([*newer.dump()[:-1], "1"]) is None  # a field of the wrong type

@@ -137,7 +137,8 @@ class AnomalyBoard:
         self._remember(record)
         fields = {k: v for k, v in record.items() if v not in ("", None) and k not in ("seq", "details", "expires_at")}
         fields.update(details or {})
-        logs.event(logging.WARNING, "anomaly detected", **fields)
+        # At the record's own severity: an info record (an early fraud warning) is a note, not a warning.
+        logs.event(logging.INFO if severity == "info" else logging.WARNING, "anomaly detected", **fields)
         return record
 
     def _set_series(self, labels: tuple[str, ...], expires_at: float, amount: float | None) -> None:

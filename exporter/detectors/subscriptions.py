@@ -127,15 +127,14 @@ class SubscriptionLedger:
         self.mrr_statuses = frozenset(config.mrr_statuses)
         self.ended_retention = config.ended_retention_seconds
         self.max_subscriptions = config.max_subscriptions
-        # sub id -> Sub.pack() (see ledger_record: packed records cost the garbage collector nothing)
-        self.subs: dict[str, tuple[Any, ...]] = {}
+        self.subs: dict[str, Sub] = {}
         self._journal = Journal(state, NS)
         self.discounts = DiscountBook(state)
         # Ended subscriptions in the order they ended: the first forgotten when the ledger is full.
         self._ended: dict[str, None] = {}
         # Saving the table for restarts; a backtest (which never restarts) turns it off to save a third of its time.
         self.persist = True
-        self._orphans: OrderedDict[str, tuple[Any, ...]] = OrderedDict()  # packed, like self.subs
+        self._orphans: OrderedDict[str, Sub] = OrderedDict()
         self._open_invoices: dict[str, str] = {}  # open renewal invoice id -> subscription id (pre-basil charges)
         self._next_sweep = float("-inf")
         self._cycle: list[str] | None = None
@@ -237,8 +236,7 @@ class SubscriptionLedger:
         rec = self.record(sub_id)
         new = rec is None
         if rec is None:
-            packed = self._orphans.pop(sub_id, None)
-            rec = Sub.unpack(packed) if packed is not None else Sub()
+            rec = self._orphans.pop(sub_id, None) or Sub()
             self._journal.track(sub_id)
             if rec.open_invoice:
                 self._open_invoices[rec.open_invoice] = sub_id
@@ -259,7 +257,8 @@ class SubscriptionLedger:
             # Interned: a handful of distinct values shared by every record.
             if status:
                 rec.status = sys.intern(status)
-            rec.customer = view.customer or rec.customer
+            if view.customer:
+                rec.customer = sys.intern(view.customer)
             if view.currency:
                 rec.currency = sys.intern(view.currency)
             rec.apply_snapshot(view)
@@ -349,8 +348,7 @@ class SubscriptionLedger:
         rec = self.record(sub_id)
         orphan = rec is None
         if rec is None:
-            packed = self._orphans.get(sub_id)
-            rec = Sub.unpack(packed) if packed is not None else Sub()
+            rec = self._orphans.get(sub_id) or Sub()
         if paid:
             paid_at = get_int(invoice, "status_transitions", "paid_at") or get_int(event, "created") or 0
             self._settle(rec, invoice_id, paid_at=paid_at)
@@ -372,7 +370,7 @@ class SubscriptionLedger:
         if not orphan:
             self._save(sub_id, rec)
         else:
-            self._orphans[sub_id] = rec.pack()
+            self._orphans[sub_id] = rec
             if len(self._orphans) > MAX_ORPHANS:
                 self._orphans.popitem(last=False)
 
@@ -387,12 +385,11 @@ class SubscriptionLedger:
             rec.open_since = 0
 
     def record(self, sub_id: str) -> Sub | None:
-        """A working copy of a subscription's record; changes count once saved with _save()."""
-        packed = self.subs.get(sub_id)
-        return Sub.unpack(packed) if packed is not None else None
+        """A subscription's record, changed in place; _save() then journals the change."""
+        return self.subs.get(sub_id)
 
     def _save(self, sub_id: str, rec: Sub) -> None:
-        self.subs[sub_id] = rec.pack()
+        self.subs[sub_id] = rec
         self._journal.changed(sub_id)
 
     # -- gauges ----------------------------------------------------------------------------------------------
@@ -442,8 +439,8 @@ class SubscriptionLedger:
         """Count every record from scratch (at start, after the ledger was read back)."""
         self._status_counts = {}
         self._mrr_milli = {}
-        for packed in self.subs.values():
-            self._count(Sub.unpack(packed))
+        for rec in self.subs.values():
+            self._count(rec)
 
     # -- silent lapse ----------------------------------------------------------------------------------------
 
@@ -526,9 +523,8 @@ class SubscriptionLedger:
         victims = list(itertools.islice(self._ended, excess))
         if len(victims) < excess:
 
-            def rank(item: tuple[str, tuple[Any, ...]]) -> tuple[int, float]:
-                packed = item[1]
-                return EVICT_CLASS.get(Sub.packed_status(packed) or "", EVICT_OTHER), Sub.packed_snap_created(packed)
+            def rank(item: tuple[str, Sub]) -> tuple[int, float]:
+                return EVICT_CLASS.get(item[1].status or "", EVICT_OTHER), item[1].snap_created
 
             chosen = set(victims)
             rest = ((k, v) for k, v in self.subs.items() if k not in chosen)
@@ -623,8 +619,8 @@ class SubscriptionLedger:
         if self.persist:
             self._journal.write(self._dump)
 
-    def _dump(self, sub_id: str) -> list[Any]:
-        return Sub.dump_packed(self.subs[sub_id])
+    def _dump(self, sub_id: str) -> tuple[Any, ...]:
+        return self.subs[sub_id].dump()
 
     # -- restart ---------------------------------------------------------------------------------------------
 
@@ -633,11 +629,10 @@ class SubscriptionLedger:
         for sub_id, values in self._journal.replay():
             rec = Sub.load(values) if values is not None else None
             if rec is not None:
-                self.subs[sub_id] = rec.pack()
+                self.subs[sub_id] = rec
             else:
                 self.subs.pop(sub_id, None)
-        for sub_id, packed in self.subs.items():
-            rec = Sub.unpack(packed)
+        for sub_id, rec in self.subs.items():
             self._journal.track(sub_id)
             if rec.open_invoice:
                 self._open_invoices[rec.open_invoice] = sub_id
@@ -645,7 +640,7 @@ class SubscriptionLedger:
                 self._add_lapsed(rec, 1)
         self._recount()
         ended = sorted(
-            (Sub.packed_snap_created(p), k) for k, p in self.subs.items() if Sub.packed_status(p) in ENDED_STATUSES
+            (rec.snap_created, k) for k, rec in self.subs.items() if rec.status in ENDED_STATUSES
         )
         self._ended = dict.fromkeys(k for _, k in ended)
         if len(self.subs) > self.max_subscriptions:
