@@ -244,6 +244,9 @@ class StateStore:
             self._release_lock()
             raise StateError(f"state {self.path} cannot be read: {exc}: restore it from a backup") from None
         self._write_lock = threading.Lock()
+        # The checkpoint runs in a thread of its own (it must not wait behind id commits); close() takes this lock
+        # so that it never closes the checkpoint connection under a checkpoint that a cancelled task left running.
+        self._checkpoint_lock = threading.Lock()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-writer")
         self._pending_seen: dict[str, int] = {}
         self._pending_future: asyncio.Future[None] | None = None  # answered when the pending ids are committed
@@ -628,8 +631,9 @@ class StateStore:
             return
 
         def run() -> None:
-            with contextlib.suppress(sqlite3.Error):  # a failed checkpoint is retried by the next one
-                self._cdb.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            with self._checkpoint_lock, contextlib.suppress(sqlite3.Error):  # a failed one is retried by the next
+                if not self._closed:
+                    self._cdb.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
         await asyncio.to_thread(run)
 
@@ -649,7 +653,7 @@ class StateStore:
             raise StateUnavailable(str(exc)) from exc
         finally:
             self._closed = True
-            with self._write_lock:
+            with self._write_lock, self._checkpoint_lock:
                 if self._wdb is not self._db:
                     self._wdb.close()
                     self._cdb.close()
