@@ -289,10 +289,27 @@ def _query_all(
         step = _step(rule, min_step)
         first = grid_start(start, step)
         last = first + math.floor((end - first) / step) * step
-        return rule, prom.query_range(rule.expr, first, last, step)
+        return rule, series_by_labels(prom.query_range(rule.expr, first, last, step))
 
     with ThreadPoolExecutor(max_workers=QUERY_THREADS) as pool:
         return list(pool.map(one, rules))
+
+
+def series_by_labels(result: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A rule's result as the rule manager sees it: series told apart by their labels without `__name__`.
+
+    A range query keeps the metric name, so `a > 1 or b` returns series `a` at some evaluations and `b` at others
+    with the same labels. A recording rule writes both into the one series named by `record`, and an alerting
+    rule keeps one alert for both: their samples are merged here, in time order. (`or` and the other set
+    operators ignore `__name__` too, so two such series never share an evaluation.)
+    """
+    merged: dict[tuple[tuple[str, str], ...], dict[int, list[Any]]] = {}
+    for series in result:
+        key = tuple(sorted((k, v) for k, v in series["metric"].items() if k != "__name__"))
+        points = merged.setdefault(key, {})
+        for point in series["values"]:
+            points.setdefault(round(float(point[0]) * 1000), point)
+    return [{"metric": dict(key), "values": [points[t] for t in sorted(points)]} for key, points in merged.items()]
 
 
 def _step(rule: Rule, min_step: float) -> float:
