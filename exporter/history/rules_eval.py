@@ -116,7 +116,7 @@ def load_rules(files: list[Path], default_interval: float) -> list[Rule]:
 def recording_levels(rules: list[Rule]) -> list[list[Rule]]:
     """Recording rules grouped so that each level only reads raw series and rules of earlier levels."""
     recording = [r for r in rules if r.record]
-    names = {r.record for r in recording}
+    names = {r.record for r in recording if r.record}
     deps: dict[int, set[str]] = {}
     for i, r in enumerate(recording):
         deps[i] = {n for n in names if n != r.record and re.search(rf"(?<![\w:]){re.escape(n)}(?![\w:])", r.expr)}
