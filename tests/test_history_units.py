@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from exporter.fast_metrics import FastCounter, FastGauge, FastHistogram
 from exporter.history.events_file import HistoryFileError, index_history, iter_history
-from exporter.history.rules_eval import Rule, alert_spans, parse_duration, recording_levels
+from exporter.history.rules_eval import Rule, alert_spans, duration_or, recording_levels
 from exporter.history.sampler import OpenMetricsWriter, registry_rows
 from tests.conftest import make_event
 
@@ -130,11 +130,14 @@ def test_recording_rules_are_evaluated_after_the_rules_they_read() -> None:
 
 
 def test_durations() -> None:
-    assert parse_duration("1h30m") == 5400
-    assert parse_duration("500ms") == 0.5
-    assert parse_duration(None, 60) == 60
+    assert duration_or("1h30m") == 5400
+    assert duration_or("500ms") == 0.5
+    assert duration_or(None, 60) == 60
+    assert duration_or("0") == 0
     with pytest.raises(ValueError):
-        parse_duration("5 minutes")
+        duration_or("5 minutes")
+    with pytest.raises(ValueError):  # Prometheus takes whole numbers only
+        duration_or("1.5h")
 
 
 def test_generated_traffic_is_diurnal_mixed_and_deterministic() -> None:

@@ -51,6 +51,17 @@ def test_promtool_unit_tests_pass() -> None:
     assert not failures, "\n".join(failures)
 
 
+def test_promtool_tests_evaluate_split_groups_in_order() -> None:
+    """A rule file laid out as several groups (exporter/rulegen/render.py) is tested with its groups evaluated in
+    file order: without group_eval_order promtool picks an order at random, and a group could read the previous
+    step's records of another."""
+    for path in rule_test_files():
+        doc = yaml.safe_load(path.read_text())
+        names = [g["name"] for f in doc["rule_files"] for g in yaml.safe_load((path.parent / f).read_text())["groups"]]
+        if len(names) > 1:
+            assert doc.get("group_eval_order") == names, f"{path.name}: group_eval_order must list {names}"
+
+
 def test_promtool_unit_tests_can_fail(tmp_path) -> None:
     """The harness notices a wrong expectation (guards against tests that pass whatever the rules do)."""
     promtool = require_binary("promtool")

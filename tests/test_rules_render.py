@@ -13,7 +13,7 @@ import yaml
 from exporter.cli import main
 from exporter.config import ConfigError, build_config
 from exporter.rulegen.durations import format_duration, parse_duration
-from exporter.rulegen.render import GROUPS, HEADER, differences, render
+from exporter.rulegen.render import GROUPS, HEADER, MAX_RULES_PER_GROUP, differences, layout, render
 from tests.conftest import require_binary
 from tests.rules_support import RULES_DIR, RUNBOOK, alerts, all_rules, records
 
@@ -44,7 +44,28 @@ def test_render_is_deterministic_valid_yaml_with_a_generated_header() -> None:
     for name, text in first.items():
         assert text.startswith(HEADER), name
         doc = yaml.safe_load(text)
-        assert [g["name"] for g in doc["groups"]] == [name.removesuffix(".yml")]
+        stem = name.removesuffix(".yml")
+        names = [g["name"] for g in doc["groups"]]
+        assert names == [stem] + [f"{stem}-{n}" for n in range(2, len(names) + 1)], name
+        assert all(len(g["rules"]) <= MAX_RULES_PER_GROUP for g in doc["groups"]), name
+
+
+def _record(name: str, expr: str) -> dict:
+    return {"record": name, "expr": expr}
+
+
+def test_layout_cuts_a_long_group_along_its_chains_and_keeps_rule_order() -> None:
+    """Independent chains are cut apart, a long chain into consecutive runs; no rule is read before it is written."""
+    chain = [_record("a:x:n0", "sum(x)")] + [_record(f"a:x:n{i}", f"a:x:n{i - 1} + 1") for i in range(1, 20)]
+    other = [_record("b:y:n0", "sum(y)"), {"alert": "Y", "expr": "b:y:n0 > 1"}]
+    rules = chain[:10] + other + chain[10:]
+    groups = layout({"name": "g", "interval": "1m", "rules": rules})
+    assert [g["name"] for g in groups] == ["g", "g-2"]
+    assert all(g["interval"] == "1m" for g in groups)
+    assert [r["expr"] for g in groups for r in g["rules"]] == [r["expr"] for r in chain + other]
+    assert [len(g["rules"]) for g in groups] == [10, 12]  # two runs of 10, the second packed with the other chain
+    small = {"name": "s", "interval": "5s", "rules": other}
+    assert layout(small) == [small]
 
 
 def test_rules_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

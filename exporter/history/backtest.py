@@ -24,7 +24,7 @@ import yaml
 from exporter.config import Config
 from exporter.history.events_file import index_history, iter_history
 from exporter.history.prom import PrometheusProcess, backfill_openmetrics
-from exporter.history.rules_eval import AlertSpan, Evaluation, evaluate, load_rules, parse_duration, rule_files
+from exporter.history.rules_eval import AlertSpan, Evaluation, duration_or, evaluate, load_rules, rule_files
 from exporter.history.sampler import SampleStats, run_virtual
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -60,7 +60,7 @@ def scrape_settings(prometheus_yml: Path | None = None) -> tuple[str, float]:
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return job, evaluation
-    evaluation = parse_duration((doc.get("global") or {}).get("evaluation_interval"), evaluation)
+    evaluation = duration_or((doc.get("global") or {}).get("evaluation_interval"), evaluation)
     for sc in doc.get("scrape_configs") or []:
         name = str(sc.get("job_name", ""))
         if name and name != "prometheus":

@@ -164,10 +164,10 @@ def _simulate(args: argparse.Namespace) -> int:
     if not secret:
         _err("billingwatch simulate: no secret: pass --secret or set STRIPE_WEBHOOK_SECRET")
         return 2
-    from exporter.history.rules_eval import parse_duration
+    from exporter.rulegen.durations import parse_seconds
 
     try:
-        duration = parse_duration(args.duration)
+        duration = parse_seconds(args.duration)
     except ValueError as exc:
         _err(f"billingwatch simulate: --duration: {exc}")
         return 2

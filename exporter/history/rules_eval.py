@@ -25,24 +25,19 @@ from typing import Any
 import yaml
 
 from exporter.history.prom import PrometheusProcess
+from exporter.rulegen.durations import parse_seconds
 
 DEFAULT_LOOKBACK = 300.0
 QUERY_THREADS = 3
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|y|w|d|h|m|s)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 _TEMPLATE_LABEL = re.compile(r"\{\{\s*\$labels\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
-def parse_duration(value: Any, default: float = 0.0) -> float:
+def duration_or(value: Any, default: float = 0.0) -> float:
+    """Seconds of an optional duration of a rule file or prometheus.yml (`interval`, `for`, ...): absent is
+    `default`, anything else must be a Prometheus duration."""
     if value is None or value == "":
         return default
-    if isinstance(value, int | float):
-        return float(value)
-    text = str(value).strip()
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"not a Prometheus duration: {value!r}")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+    return parse_seconds(str(value))
 
 
 @dataclass
@@ -101,7 +96,7 @@ def load_rules(files: list[Path], default_interval: float) -> list[Rule]:
     for path in files:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         for group in doc.get("groups") or []:
-            interval = parse_duration(group.get("interval"), default_interval)
+            interval = duration_or(group.get("interval"), default_interval)
             for r in group.get("rules") or []:
                 rules.append(
                     Rule(
@@ -110,8 +105,8 @@ def load_rules(files: list[Path], default_interval: float) -> list[Rule]:
                         expr=str(r["expr"]),
                         record=r.get("record"),
                         alert=r.get("alert"),
-                        for_seconds=parse_duration(r.get("for")),
-                        keep_firing_for=parse_duration(r.get("keep_firing_for")),
+                        for_seconds=duration_or(r.get("for")),
+                        keep_firing_for=duration_or(r.get("keep_firing_for")),
                         labels={str(k): str(v) for k, v in (r.get("labels") or {}).items()},
                     )
                 )
@@ -294,10 +289,27 @@ def _query_all(
         step = _step(rule, min_step)
         first = grid_start(start, step)
         last = first + math.floor((end - first) / step) * step
-        return rule, prom.query_range(rule.expr, first, last, step)
+        return rule, series_by_labels(prom.query_range(rule.expr, first, last, step))
 
     with ThreadPoolExecutor(max_workers=QUERY_THREADS) as pool:
         return list(pool.map(one, rules))
+
+
+def series_by_labels(result: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A rule's result as the rule manager sees it: series told apart by their labels without `__name__`.
+
+    A range query keeps the metric name, so `a > 1 or b` returns series `a` at some evaluations and `b` at others
+    with the same labels. A recording rule writes both into the one series named by `record`, and an alerting
+    rule keeps one alert for both: their samples are merged here, in time order. (`or` and the other set
+    operators ignore `__name__` too, so two such series never share an evaluation.)
+    """
+    merged: dict[tuple[tuple[str, str], ...], dict[int, list[Any]]] = {}
+    for series in result:
+        key = tuple(sorted((k, v) for k, v in series["metric"].items() if k != "__name__"))
+        points = merged.setdefault(key, {})
+        for point in series["values"]:
+            points.setdefault(round(float(point[0]) * 1000), point)
+    return [{"metric": dict(key), "values": [points[t] for t in sorted(points)]} for key, points in merged.items()]
 
 
 def _step(rule: Rule, min_step: float) -> float:
