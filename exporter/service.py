@@ -14,6 +14,7 @@ from ssl import SSLContext
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from exporter import __version__, http_logs, logs, runbook
 from exporter.accounting import REFUNDS_NS, REFUNDS_RETENTION_SECONDS
@@ -45,6 +46,9 @@ class Service:
             max_series_per_metric=config.metrics.max_series_per_metric,
         )
         self.metrics.build_info.labels(__version__).set(1)
+        # The serving process's CPU, memory, file descriptors, Python version and garbage collections.
+        for runtime in (ProcessCollector, PlatformCollector, GCCollector):
+            runtime(registry=self.metrics.registry)
         self.state = StateStore(config.state.path, retention_seconds=config.state.retention_seconds)
         CallbackCounter(
             "billingwatch_state_seen_db_lookups",
