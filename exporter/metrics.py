@@ -66,7 +66,7 @@ class Budgeted:
 
     def __init__(self, metric: Counter | Gauge | Histogram, labelnames: Sequence[str]):
         self.metric = metric
-        self.name = metric.describe()[0].name  # without a counter's _total, as in billingwatch_series_overflowed
+        self.name = next(iter(metric.describe())).name  # a counter's without _total
         self.max_series = DEFAULT_MAX_SERIES
         self.drop_on_overflow = False
         self.on_overflow: Callable[[str], None] | None = None
