@@ -60,7 +60,7 @@ async def serve(host: str, port: int, secret: str) -> None:
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    bound = runner.addresses[0][1]
     print(f"listening on {bound}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

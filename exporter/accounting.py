@@ -13,7 +13,7 @@ from typing import Any
 from exporter.bounds import sane_amount
 from exporter.charge_signals import ChargeSignals
 from exporter.churn_signals import ChurnSignals
-from exporter.metrics import Children, Metrics
+from exporter.metrics import Metrics
 from exporter.modes import mode_label
 from exporter.money import normalize_currency, to_major
 from exporter.refund_ledger import RefundLedger
@@ -28,6 +28,7 @@ REFUNDS_RETENTION_SECONDS = 190 * 86400
 DISPUTE_OUTCOMES = frozenset(("won", "lost"))
 
 Handler = Callable[[dict[str, Any], str, dict[str, Any]], None]
+Labels = Callable[..., Any]  # a metrics.Budgeted family's labels()
 
 
 def is_inquiry(dispute: dict[str, Any]) -> bool:
@@ -42,26 +43,26 @@ class Accounting:
         self.m = metrics
         self.state = state
         self.refund_ledger = RefundLedger(state, REFUNDS_NS)
-        # Memoised children of every labelled counter written here (see metrics.Children).
+        # The (memoised, budgeted) labels() of every labelled counter written here (see metrics.Budgeted).
         m = metrics
-        self._charges = Children(m.charges)
-        self._charges_failed = Children(m.charges_failed)
-        self._charge_amount = Children(m.charge_amount)
-        self._refunds = Children(m.refunds)
-        self._refund_amount = Children(m.refund_amount)
-        self._refund_failures = Children(m.refund_failures)
-        self._refund_failure_amount = Children(m.refund_failure_amount)
-        self._disputes = Children(m.disputes)
-        self._dispute_amount = Children(m.dispute_amount)
-        self._dispute_inquiries = Children(m.dispute_inquiries)
-        self._disputes_closed = Children(m.disputes_closed)
-        self._dispute_lost_amount = Children(m.dispute_lost_amount)
-        self._dispute_withdrawn = Children(m.dispute_funds_withdrawn_amount)
-        self._dispute_reinstated = Children(m.dispute_funds_reinstated_amount)
-        self._early_fraud_warnings = Children(m.early_fraud_warnings)
-        self._invoices_paid = Children(m.invoices_paid)
-        self._invoice_amount_paid = Children(m.invoice_amount_paid)
-        self._invoice_payment_failures = Children(m.invoice_payment_failures)
+        self._charges = m.charges.labels
+        self._charges_failed = m.charges_failed.labels
+        self._charge_amount = m.charge_amount.labels
+        self._refunds = m.refunds.labels
+        self._refund_amount = m.refund_amount.labels
+        self._refund_failures = m.refund_failures.labels
+        self._refund_failure_amount = m.refund_failure_amount.labels
+        self._disputes = m.disputes.labels
+        self._dispute_amount = m.dispute_amount.labels
+        self._dispute_inquiries = m.dispute_inquiries.labels
+        self._disputes_closed = m.disputes_closed.labels
+        self._dispute_lost_amount = m.dispute_lost_amount.labels
+        self._dispute_withdrawn = m.dispute_funds_withdrawn_amount.labels
+        self._dispute_reinstated = m.dispute_funds_reinstated_amount.labels
+        self._early_fraud_warnings = m.early_fraud_warnings.labels
+        self._invoices_paid = m.invoices_paid.labels
+        self._invoice_amount_paid = m.invoice_amount_paid.labels
+        self._invoice_payment_failures = m.invoice_payment_failures.labels
         self.churn = ChurnSignals(metrics, state)
         self.signals = ChargeSignals(metrics)
         self._handlers: dict[str, Handler] = {
@@ -98,7 +99,7 @@ class Accounting:
         code = normalize_currency(obj.get("currency"))
         return self.m.cap_currency(code), code
 
-    def _add_amount(self, counter: Children, label: str, mode: str, code: str | None, amount: int | None) -> None:
+    def _add_amount(self, counter: Labels, label: str, mode: str, code: str | None, amount: int | None) -> None:
         if code is None or amount is None or amount < 0 or label == "other":
             return
         if not self._sane(amount):
@@ -220,7 +221,7 @@ class Accounting:
             label, code = self._currency(dispute)
             self._add_amount(self._dispute_lost_amount, label, mode, code, get_int(dispute, "amount"))
 
-    def _dispute_funds(self, dispute: dict[str, Any], mode: str, counter: Children, stage: str) -> None:
+    def _dispute_funds(self, dispute: dict[str, Any], mode: str, counter: Labels, stage: str) -> None:
         dispute_id = get_str(dispute, "id")
         if dispute_id is not None and self._first(f"{stage}:{dispute_id}"):
             label, code = self._currency(dispute)

@@ -22,9 +22,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+from prometheus_client import Counter
+
 from exporter.detectors.payers import payer_key
-from exporter.fast_metrics import FastCounter
-from exporter.metrics import Children, Metrics
+from exporter.metrics import Metrics, budgeted
 from exporter.money import normalize_currency
 from exporter.stripe_shapes import get_int, get_str
 
@@ -44,30 +45,27 @@ class ChargeSignals:
     def __init__(self, metrics: Metrics):
         self.m = metrics
         r = metrics.registry
-        self._attempts = Children(
-            FastCounter(
-                "stripe_charge_attempts",
-                "Charge attempts of all currencies by payer (customer or guest) and outcome (succeeded, failed).",
-                ["livemode", "payer", "outcome"],
-                registry=r,
-            )
-        )
-        self._failed_payers = Children(
-            FastCounter(
-                "stripe_charge_failed_payers",
-                "Failed charges of a payer with no other failed charge in the previous hour, by currency.",
-                ["currency", "livemode"],
-                registry=r,
-            )
-        )
-        self._invoice_attempts = Children(
-            FastCounter(
-                "stripe_invoice_payment_attempts",
-                "Invoice payment attempts by session (off: charged without the customer), retry and outcome.",
-                ["livemode", "session", "retry", "outcome"],
-                registry=r,
-            )
-        )
+        self._attempts = budgeted(
+            Counter,
+            "stripe_charge_attempts",
+            "Charge attempts of all currencies by payer (customer or guest) and outcome (succeeded, failed).",
+            ["livemode", "payer", "outcome"],
+            registry=r,
+        ).labels
+        self._failed_payers = budgeted(
+            Counter,
+            "stripe_charge_failed_payers",
+            "Failed charges of a payer with no other failed charge in the previous hour, by currency.",
+            ["currency", "livemode"],
+            registry=r,
+        ).labels
+        self._invoice_attempts = budgeted(
+            Counter,
+            "stripe_invoice_payment_attempts",
+            "Invoice payment attempts by session (off: charged without the customer), retry and outcome.",
+            ["livemode", "session", "retry", "outcome"],
+            registry=r,
+        ).labels
         self._last_failure: OrderedDict[str, int] = OrderedDict()
 
     def apply(self, event_type: str, obj: dict[str, Any]) -> None:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.fast_metrics import FastCounter
-from exporter.metrics import Children, Metrics
+from prometheus_client import Counter
+
+from exporter.metrics import Metrics, budgeted
 from exporter.state import StateStore
 from exporter.stripe_shapes import get_str
 
@@ -37,7 +38,8 @@ def _mode(obj: dict[str, Any]) -> str:
 class ChurnSignals:
     def __init__(self, metrics: Metrics, state: StateStore):
         self.state = state
-        counter = FastCounter(
+        counter = budgeted(
+            Counter,
             "stripe_subscription_cancellations",
             "Subscription cancellations by kind (canceled: ended, counted once; scheduled: cancel_at_period_end "
             "or cancel_at newly set; ended_as_scheduled: ended as scheduled, already counted as scheduled) and "
@@ -48,7 +50,7 @@ class ChurnSignals:
         for kind in KINDS:
             for mode in ("true", "false"):
                 counter.labels(kind, mode)
-        self._count = Children(counter)
+        self._count = counter.labels
 
     def apply(self, event_type: str, obj: dict[str, Any], previous: Any) -> None:
         if event_type not in ("customer.subscription.deleted", "customer.subscription.updated"):

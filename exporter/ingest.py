@@ -18,7 +18,7 @@ from exporter import logs
 from exporter.accounting import Accounting
 from exporter.bounds import MAX_DELIVERY_DELAY_SECONDS, sane_created
 from exporter.detectors.base import Detector
-from exporter.metrics import Children, Metrics
+from exporter.metrics import Metrics
 from exporter.state import StateStore
 
 MAX_EVENT_ID_LENGTH = 255
@@ -61,8 +61,8 @@ class Ingestor:
         self._requests = {
             o: metrics.webhook_requests.labels(o) for o in ("accepted", "duplicate", "ignored", "unavailable")
         }
-        self._events_by_mode = Children(metrics.events_by_mode)
-        self._events = Children(metrics.events)
+        self._events_by_mode = metrics.events_by_mode.labels
+        self._events = metrics.events.labels
 
     def ingest(self, event: dict[str, Any], received: float, *, via_webhook: bool = True) -> str:
         """Process one shape-checked event; returns its outcome (accepted, duplicate or ignored).

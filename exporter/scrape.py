@@ -3,9 +3,7 @@
 Rendering walks every series: at tens of thousands of series that is a second of CPU, and on the event loop every
 webhook would wait behind it. It runs in one worker thread instead (the event loop keeps the GIL most of the
 time: Python switches threads every few milliseconds). Reading the metrics from that thread is safe:
-prometheus_client's own metrics take their locks, exporter.fast_metrics copies its series under the lock that
-adding one takes and reads each value with one attribute load (a histogram's sum may trail its buckets by the
-observation being made at that instant, never its count, which is derived from the buckets).
+prometheus_client's metrics take their locks, and our scrape-time collectors copy what they read (docs/CONTRACTS.md).
 
 Scrapes that arrive while a render runs wait for that render and get the same bytes; at most MAX_WRITERS
 responses are written at once, each in WRITE_CHUNK pieces that wait for the client to read (aiohttp's write()

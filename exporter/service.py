@@ -14,6 +14,7 @@ from ssl import SSLContext
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from exporter import __version__, http_logs, logs, runbook
 from exporter.config import Config, parse_hostport, resolve_secret_files
@@ -41,6 +42,9 @@ class Service:
         self.detector_set = self.wiring.detector_set
         self.ingestor = self.wiring.ingestor
         self.poller = self.wiring.poller
+        # The serving process's CPU, memory, file descriptors, Python version and garbage collections.
+        for runtime in (ProcessCollector, PlatformCollector, GCCollector):
+            runtime(registry=self.metrics.registry)
         self.verifier = SignatureVerifier(config.stripe.webhook_secrets, config.stripe.tolerance_seconds, clock=clock)
         self.http_metrics = HttpMetrics(self.metrics.registry)
         # TLS and basic auth of the private listener (--web.config.file); a bad file stops the start here.

@@ -31,9 +31,12 @@ import math
 import sys
 import zlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from exporter import logs
 from exporter.detectors.board import AnomalyBoard
@@ -42,8 +45,8 @@ from exporter.detectors.discounts import DiscountBook, apply_discounts
 from exporter.detectors.journal import Journal
 from exporter.detectors.ledger_record import NEG_INF, Sub
 from exporter.detectors.subscription_shapes import invoice_paid_through, read_subscription
-from exporter.fast_metrics import FastGauge
 from exporter.labels import LabelCap
+from exporter.metrics import DEFAULT_MAX_SERIES
 from exporter.money import to_major
 from exporter.state import StateStore
 from exporter.stripe_shapes import get_int, get_str, invoice_subscription_id
@@ -107,6 +110,11 @@ def snapshot_follows(kind: int, status: str | None, previous_status: Any, rec: S
     return STATUS_PROGRESS.get(status, -1) >= STATUS_PROGRESS.get(rec.status, -1)
 
 
+def _zero_status_counts() -> dict[tuple[str, str], int]:
+    """Every known status in both modes, shown at 0 before the first subscription."""
+    return {(status, mode): 0 for status in SUBSCRIPTION_STATUSES for mode in ("true", "false")}
+
+
 class SubscriptionLedger:
     name = "silent_lapse"
 
@@ -143,25 +151,6 @@ class SubscriptionLedger:
         self.payments_seen = False
         self.lapsed_count = 0
         self._cap_currency = LabelCap(max_label_values)
-        self.g_subs = FastGauge(
-            "stripe_subscriptions",
-            "Subscriptions in the ledger, by Stripe status and mode.",
-            ["status", "livemode"],
-            registry=registry,
-        )
-        self.g_mrr = FastGauge(
-            "stripe_mrr",
-            "Monthly recurring revenue (prices for their quantities and tiers, minus recurring discounts, normalised "
-            "to a month) of subscriptions whose status is in detectors.subscriptions.mrr_statuses, in major units.",
-            ["currency", "livemode"],
-            registry=registry,
-        )
-        self.g_lapsed = FastGauge(
-            "stripe_subscriptions_lapsed",
-            "Active subscriptions currently silently lapsed (unpaid renewal or no payment past the grace period).",
-            ["livemode"],
-            registry=registry,
-        )
         self.evicted = Counter(
             "billingwatch_subscriptions_evicted",
             "Subscriptions forgotten because the ledger reached detectors.subscriptions.max_subscriptions, by the "
@@ -169,19 +158,11 @@ class SubscriptionLedger:
             ["status"],
             registry=registry,
         )
-        # Children cached: .labels() costs more than the update itself on the hot path. The gauges are plain cells
-        # (exporter/fast_metrics.py): they are set from the event loop's thread only.
-        self._status_child = {
-            (status, mode): self.g_subs.labels(status, mode)
-            for status in SUBSCRIPTION_STATUSES
-            for mode in ("true", "false")
-        }
-        self._mrr_child: dict[tuple[str, str], Any] = {}
-        self._status_counts: dict[tuple[str, str], int] = {}
+        # What the gauges report (LedgerGauges reads them at scrape time), kept exact as records change.
+        self._status_counts = _zero_status_counts()
         self._mrr_milli: dict[tuple[str, str], int] = {}
-        self._lapsed_counts: dict[str, int] = {}
-        for mode in ("true", "false"):
-            self.g_lapsed.labels(mode)
+        self._lapsed_counts = {"true": 0, "false": 0}
+        LedgerGauges(self, registry)
         board.precreate(self.name)
         self._restore()
 
@@ -404,40 +385,25 @@ class SubscriptionLedger:
             return
         mode = MODE_LABELS.get(livemode, "")
         key = (status if status in SUBSCRIPTION_STATUSES else "other", mode)
-        n = self._status_counts.get(key, 0) + sign
-        self._status_counts[key] = n
-        self._status_gauge(key).set(n)
+        self._status_counts[key] = self._status_counts.get(key, 0) + sign
         if status in self.mrr_statuses and currency and monthly > 0:
-            child = self._mrr_gauge(currency, mode)
-            if child is None:
-                return
-            # Integer thousandths of a minor unit: adding and removing a value is exact, so no drift accumulates.
             mkey = (currency, mode)
-            value = self._mrr_milli.get(mkey, 0) + sign * round(monthly * 1000)
-            self._mrr_milli[mkey] = value
-            child.set(to_major(round(value / 1000), currency))
+            value = self._mrr_milli.get(mkey)
+            if value is None:
+                # Amounts of different currencies are never added up: a currency beyond the label cap (or the
+                # series budget) is left out.
+                if self._cap_currency(currency) == "other" or len(self._mrr_milli) >= DEFAULT_MAX_SERIES:
+                    return
+                value = 0
+            # Integer thousandths of a minor unit: adding and removing a value is exact, so no drift accumulates.
+            self._mrr_milli[mkey] = value + sign * round(monthly * 1000)
 
     def _uncount(self, rec: Sub) -> None:
         self._count(rec, -1)
 
-    def _status_gauge(self, key: tuple[str, str]) -> Any:
-        child = self._status_child.get(key)
-        if child is None:
-            child = self._status_child[key] = self.g_subs.labels(*key)
-        return child
-
-    def _mrr_gauge(self, currency: str, mode: str) -> Any:
-        child = self._mrr_child.get((currency, mode))
-        if child is None:
-            label = self._cap_currency(currency)
-            if label == "other":
-                return None  # never add amounts of different currencies
-            child = self._mrr_child[(currency, mode)] = self.g_mrr.labels(label, mode)
-        return child
-
     def _recount(self) -> None:
         """Count every record from scratch (at start, after the ledger was read back)."""
-        self._status_counts = {}
+        self._status_counts = _zero_status_counts()
         self._mrr_milli = {}
         for rec in self.subs.values():
             self._count(rec)
@@ -557,9 +523,7 @@ class SubscriptionLedger:
     def _add_lapsed(self, rec: Sub, delta: int) -> None:
         self.lapsed_count += delta
         mode = MODE_LABELS.get(rec.livemode, "")
-        n = self._lapsed_counts.get(mode, 0) + delta
-        self._lapsed_counts[mode] = n
-        self.g_lapsed.labels(mode).set(n)
+        self._lapsed_counts[mode] = self._lapsed_counts.get(mode, 0) + delta
 
     def _report(self, sub_id: str, rec: Sub, reason: str, now: float) -> None:
         amount = None
@@ -645,3 +609,40 @@ class SubscriptionLedger:
         self._ended = dict.fromkeys(k for _, k in ended)
         if len(self.subs) > self.max_subscriptions:
             self._evict()  # the cap was lowered since the state was written
+
+
+class LedgerGauges(Collector):
+    """The ledger's gauges, derived at scrape time from its running counts.
+
+    A scrape runs in a worker thread (exporter/scrape.py): each dict is copied with one dict.copy(), a single C
+    call the event loop cannot interleave with (it holds the GIL throughout), never iterated while it changes."""
+
+    def __init__(self, ledger: SubscriptionLedger, registry: CollectorRegistry):
+        self.ledger = ledger
+        registry.register(self)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        led = self.ledger
+        subs = GaugeMetricFamily(
+            "stripe_subscriptions",
+            "Subscriptions in the ledger, by Stripe status and mode.",
+            labels=("status", "livemode"),
+        )
+        for labels, n in led._status_counts.copy().items():
+            subs.add_metric(labels, n)
+        mrr = GaugeMetricFamily(
+            "stripe_mrr",
+            "Monthly recurring revenue (prices for their quantities and tiers, minus recurring discounts, normalised "
+            "to a month) of subscriptions whose status is in detectors.subscriptions.mrr_statuses, in major units.",
+            labels=("currency", "livemode"),
+        )
+        for (currency, mode), milli in led._mrr_milli.copy().items():
+            mrr.add_metric((currency, mode), to_major(round(milli / 1000), currency))
+        lapsed = GaugeMetricFamily(
+            "stripe_subscriptions_lapsed",
+            "Active subscriptions currently silently lapsed (unpaid renewal or no payment past the grace period).",
+            labels=("livemode",),
+        )
+        for mode, n in led._lapsed_counts.copy().items():
+            lapsed.add_metric((mode,), n)
+        yield from (subs, mrr, lapsed)

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from prometheus_client import Counter, Gauge, Histogram
-from prometheus_client.utils import floatToGoString
+from prometheus_client import CollectorRegistry
 
 from exporter.config import Config
-from exporter.fast_metrics import FastCounter, FastGauge, FastHistogram, _Family
 from exporter.ingest import event_shape_error
 from exporter.wiring import PRUNE_INTERVAL_SECONDS, wire
 
@@ -71,21 +69,14 @@ class VirtualExporter:
 
 
 class OpenMetricsWriter:
-    """Writes one scrape of a registry as OpenMetrics lines with a timestamp.
+    """Writes one scrape of a registry as OpenMetrics lines with a timestamp, read through the public
+    `registry.collect()`; each series' name-and-labels text is rendered once and remembered."""
 
-    Reading the registry through `collect()` costs ~100 µs a scrape (it builds a Sample object per series), which
-    over 40,000 virtual scrapes dominated a backtest. For the plain Counter, Gauge and Histogram types this
-    reads the children's values directly, with each series' name-and-labels prefix rendered once; anything else
-    (custom collectors, callback gauges) goes through `collect()` as usual. tests/test_history_sampler.py checks
-    that both paths give the same exposition.
-    """
-
-    def __init__(self, out: IO[str], registry: Any, target_labels: dict[str, str]):
+    def __init__(self, out: IO[str], registry: CollectorRegistry, target_labels: dict[str, str]):
         self.out = out
         self.registry = registry
         self.target = "".join(f',{k}="{_escape(v)}"' for k, v in sorted(target_labels.items()))
         self._keys: dict[Any, str] = {}
-        self._plans: dict[Any, tuple[tuple[Any, ...], Any]] = {}
         self.samples = 0
         self.extra: list[tuple[str, dict[str, str], float]] = []
 
@@ -93,103 +84,17 @@ class OpenMetricsWriter:
         cache_key = (name, tuple(labels.items()))
         key = self._keys.get(cache_key)
         if key is None:
-            key = self._render(name, labels.items())
-            self._keys[cache_key] = key
+            # The scrape's target labels win over exposed ones, as with honor_labels: false.
+            own = "".join(f',{k}="{_escape(v)}"' for k, v in labels.items() if f',{k}="' not in self.target)
+            key = self._keys[cache_key] = f"{name}{{{(own + self.target)[1:]}}}"
         return key
-
-    def _render(self, name: str, labels: Iterable[tuple[str, str]]) -> str:
-        # The scrape's target labels win over exposed ones, as with honor_labels: false.
-        own = "".join(f',{k}="{_escape(v)}"' for k, v in labels if f',{k}="' not in self.target)
-        return f"{name}{{{(own + self.target)[1:]}}}"
 
     def rows(self) -> list[tuple[str, float]]:
         """(series key, value) of every series in the registry now."""
-        out: list[tuple[str, float]] = []
-        for collector in list(self.registry._collector_to_names):
-            plan = self._plan(collector)
-            if plan is None:
-                out.extend(self._generic(collector))
-                continue
-            if isinstance(plan, _FastPlan):
-                out.extend(plan.rows())
-                continue
-            plain, histograms = plan
-            # Single-threaded here, so the values are read without taking each child's lock.
-            out.extend([(key, value._value) for key, value in plain])
-            for keys, child in histograms:
-                acc = 0.0
-                for key, bucket in zip(keys, child._buckets, strict=False):
-                    acc += bucket._value
-                    out.append((key, acc))
-                out.append((keys[-2], acc))
-                if child._upper_bounds[0] >= 0:
-                    out.append((keys[-1], child._sum._value))
-        for name, labels, value in self.extra:
-            out.append((self.key(name, labels), value))
+        key = self.key
+        out = [(key(s.name, s.labels), float(s.value)) for family in self.registry.collect() for s in family.samples]
+        out.extend((key(name, labels), value) for name, labels, value in self.extra)
         return out
-
-    def _plan(self, collector: Any) -> Any:
-        """Rendered keys and value holders of a plain metric's children, rebuilt when its children change."""
-        kind = type(collector)
-        if isinstance(collector, _Family):
-            return self._fast_plan(collector)
-        if kind not in (Counter, Gauge, Histogram) or "_child_samples" in vars(collector):
-            return None
-        parent = collector._is_parent()
-        signature = tuple(collector._metrics) if parent else ()
-        cached = self._plans.get(collector)
-        if cached is not None and cached[0] == signature:
-            return cached[1]
-        children = list(collector._metrics.items()) if parent else [((), collector)]
-        plain: list[tuple[str, Any]] = []
-        histograms: list[tuple[list[str], Any]] = []
-        for labelvalues, child in children:
-            if "_child_samples" in vars(child):  # a callback gauge
-                self._plans[collector] = (signature, None)
-                return None
-            base = list(zip(collector._labelnames, labelvalues, strict=True))
-            name = collector._name
-            if kind is Counter:
-                plain.append((self._render(name + "_total", base), child._value))
-            elif kind is Gauge:
-                plain.append((self._render(name, base), child._value))
-            else:
-                keys = [
-                    self._render(name + "_bucket", [*base, ("le", floatToGoString(b))]) for b in child._upper_bounds
-                ]
-                keys.append(self._render(name + "_count", base))
-                keys.append(self._render(name + "_sum", base))
-                histograms.append((keys, child))
-        plan = (plain, histograms)
-        self._plans[collector] = (signature, plan)
-        return plan
-
-    def _fast_plan(self, family: _Family) -> _FastPlan:
-        """The same for exporter.fast_metrics families (their cells hold plain floats)."""
-        signature = tuple(family._children)
-        cached = self._plans.get(family)
-        if cached is not None and cached[0] == signature:
-            return cached[1]
-        plan = _FastPlan()
-        name = family.name
-        for labelvalues, cell in family._children.items():
-            base = list(zip(family.labelnames, labelvalues, strict=True))
-            if isinstance(family, FastCounter):
-                plan.cells.append((self._render(name + "_total", base), cell))
-            elif isinstance(family, FastGauge):
-                plan.cells.append((self._render(name, base), cell))
-            elif isinstance(family, FastHistogram):
-                keys = [self._render(name + "_bucket", [*base, ("le", floatToGoString(b))]) for b in family.bounds]
-                keys.append(self._render(name + "_count", base))
-                keys.append(self._render(name + "_sum", base))
-                plan.histograms.append((keys, cell))
-        self._plans[family] = (signature, plan)
-        return plan
-
-    def _generic(self, collector: Any) -> Iterator[tuple[str, float]]:
-        for family in collector.collect():
-            for s in family.samples:
-                yield self.key(s.name, s.labels), float(s.value)
 
     def write(self, ts: float) -> None:
         stamp = f" {int(ts)}\n" if ts == int(ts) else f" {ts:.3f}\n"
@@ -200,32 +105,6 @@ class OpenMetricsWriter:
 
     def close(self) -> None:
         self.out.write("# EOF\n")
-
-
-class _FastPlan:
-    __slots__ = ("cells", "histograms")
-
-    def __init__(self) -> None:
-        self.cells: list[tuple[str, Any]] = []
-        self.histograms: list[tuple[list[str], Any]] = []
-
-    def rows(self) -> list[tuple[str, float]]:
-        out = [(key, cell.value) for key, cell in self.cells]
-        for keys, cell in self.histograms:
-            acc = 0.0
-            for key, n in zip(keys, cell.counts, strict=False):
-                acc += n
-                out.append((key, acc))
-            out.append((keys[-2], acc))
-            out.append((keys[-1], cell.sum))
-        return out
-
-
-def registry_rows(registry: Any) -> Iterable[tuple[str, dict[str, str], float]]:
-    """The registry through the public collect() path (the reference the fast path is tested against)."""
-    for family in registry.collect():
-        for s in family.samples:
-            yield s.name, s.labels, float(s.value)
 
 
 def backtest_config(config: Config) -> Config:
