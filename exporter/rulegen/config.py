@@ -74,6 +74,8 @@ class FraudRules:
     critical_factor: float
     critical_min_disputes: int
     min_early_fraud_warnings: int
+    sustained_window: str
+    long_sustained_window: str
     for_duration: str
     keep_firing_for: str
 
@@ -251,6 +253,17 @@ def _payment_errors(cfg: RulesConfig) -> list[str]:
         sec = getattr(cfg, section)
         if getattr(sec, "min_baseline_days", 1) > getattr(sec, "baseline_days", 1):
             errors.append(f"rules.{section}.min_baseline_days: must not exceed baseline_days")
+    f = cfg.fraud_spike
+    try:
+        day = 86400
+        for name in ("sustained_window", "long_sustained_window"):
+            seconds = parse_duration(getattr(f, name))
+            if seconds % day or not parse_duration(f.window) < seconds <= 7 * day:
+                errors.append(f"rules.fraud_spike.{name}: must be whole days, longer than window and at most 7d")
+        if parse_duration(f.sustained_window) >= parse_duration(f.long_sustained_window):
+            errors.append("rules.fraud_spike: sustained_window must be shorter than long_sustained_window")
+    except ValueError:
+        pass  # already reported by _check_tree
     if not 0 < cfg.card_testing.baseline_quantile < 1:
         errors.append("rules.card_testing.baseline_quantile: must be between 0 and 1")
     return errors

@@ -306,43 +306,75 @@ def card_testing_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------------- disputes
 
 
+def spike_condition(count: str, expected: str, z: float, factor: float, least: int) -> str:
+    """A count significantly above its Poisson expectation (z), at least `factor` x it and at least `least`."""
+    return (
+        f"{count} >= on ({BY_JOB}) {poisson_threshold(expected, z)}\n"
+        f"and on ({BY_JOB})\n{count} >= on ({BY_JOB}) {num(factor)} * {expected}\n"
+        f"and on ({BY_JOB})\n{count} >= {least}"
+    )
+
+
 def count_spike_alerts(
-    cfg: RulesConfig, name: str, count: str, expected: str, what: str, minimum: int, summary: str
+    cfg: RulesConfig, name: str, metric: str, what: str, minimum: int, summary: str
 ) -> list[dict[str, Any]]:
-    """Warning (and, for disputes, critical) when a day's count is significantly above its expected count."""
+    """Warning (and, for disputes, critical) when a day's count is significantly above its expected count; for
+    disputes the warning also tests the last completed days (sustained_window, long_sustained_window), where a
+    wave at a few times the usual rate of a small account shows over days what no single day can."""
     f = cfg.fraud_spike
     q, args = "{job=%q,livemode=%q}", "$labels.job $labels.livemode"
+    count, expected = f"job:{metric}:increase{f.window}", f"job:{metric}:expected_increase{f.window}"
+    disputes = name == "BillingWatchDisputeSpike"
+    windows = sustained_windows(f) if disputes else ()
     levels = [("warning", f.z, f.factor, minimum)]
-    if name == "BillingWatchDisputeSpike":
+    if disputes:
         levels.append(("critical", f.critical_z, f.critical_factor, f.critical_min_disputes))
     out = []
     for severity, z, factor, least in levels:
+        expr = spike_condition(count, expected, z, factor, least)
+        described = "from"
+        if severity == "warning" and windows:
+            # `* 1` drops the metric names: whichever window holds, one series per (job, livemode).
+            expr = "\nor\n".join(
+                f"(\n{spike_condition(c, e, z, factor, least)}\n) * 1"
+                for c, e in ((count, expected), *((f"job:{metric}:increase{w}", f"job:{metric}:expected_increase{w}")
+                                                 for w in windows))
+            )  # fmt: skip
+            described = "when the count of any of these windows reaches"
+        sustained = "".join(
+            "; "
+            + query_value(f"job:{metric}:increase{w}" + q, args)
+            + f" over the last {w[:-1]} completed days against "
+            + query_value(f"job:{metric}:expected_increase{w}" + q, args, "%.1f")
+            + " expected"
+            for w in (windows if severity == "warning" else ())
+        )
         out.append(
             alert(
                 cfg,
                 name,
-                (
-                    f"{count} >= on ({BY_JOB}) {poisson_threshold(expected, z)}\n"
-                    f"and on ({BY_JOB})\n{count} >= on ({BY_JOB}) {num(factor)} * {expected}\n"
-                    f"and on ({BY_JOB})\n{count} >= {least}"
-                ),
+                expr,
                 for_duration=f.for_duration,
                 keep_firing_for=f.keep_firing_for,
                 labels={"detector": "fraud_spike", "severity": severity},
                 summary=summary,
                 description=(
-                    f'{{{{ $value | printf "%.0f" }}}} {what} over the last {f.window} (livemode '
+                    query_value(count + q, args) + f" {what} over the last {f.window} (livemode "
                     "{{ $labels.livemode }}) against "
                     + query_value(expected + q, args, "%.1f")
                     + f" expected from the previous {f.baseline_days} days (at least "
                     + f"{percent(f.min_expected_ratio)} of "
                     + query_value(f"job:stripe_charges_succeeded:increase{f.window}" + q, args)
-                    + f" successful charges); {severity} from z = {num(z)}, {num(factor)} x the expected count "
-                    f"and {least}."
+                    + f" successful charges){sustained}. {severity.capitalize()} {described} z = {num(z)}, "
+                    f"{num(factor)} x the expected count and at least {least}."
                 ),
             )
         )
     return out
+
+
+def sustained_windows(f: Any) -> tuple[str, ...]:
+    return tuple(w for w in (f.sustained_window, f.long_sustained_window) if w)
 
 
 def fraud_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
@@ -359,7 +391,7 @@ def fraud_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
     ]
     for metric, alert_name, what, minimum, summary in (
         ("stripe_disputes", "BillingWatchDisputeSpike", "disputes were opened", f.min_disputes,
-         "Disputes of the last day are far above the account's usual rate."),
+         "Disputes are far above the account's usual rate."),
         ("stripe_early_fraud_warnings", "BillingWatchEarlyFraudWarningSpike", "early fraud warnings arrived",
          f.min_early_fraud_warnings, "Radar early fraud warnings are far above usual: disputes are likely to follow."),
     ):  # fmt: skip
@@ -380,7 +412,32 @@ def fraud_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
                 ),
             ),
         ]
-        rules += count_spike_alerts(cfg, alert_name, count, expected, what, minimum, summary)
+        if alert_name == "BillingWatchDisputeSpike":
+            rules += sustained_rules(cfg, metric, count, succeeded)
+        rules += count_spike_alerts(cfg, alert_name, metric, what, minimum, summary)
+    return rules
+
+
+def sustained_rules(cfg: RulesConfig, metric: str, daily: str, succeeded: str) -> list[dict[str, Any]]:
+    """The count of the last N completed UTC days (the rolling-day counts at the last N midnights: N recorded
+    points) and its expectation: N x the mean day of the `baseline_days` before them (offset N days, so a wave
+    never raises its own baseline), never below min_expected_ratio of those days' successful charges."""
+    f = cfg.fraud_spike
+    rules = []
+    for w in sustained_windows(f):
+        days = round(parse_duration(w) / 86400)
+        history = f"{daily}[{f.baseline_days}d:1d] offset {w}"
+        rules += [
+            record(f"job:{metric}:increase{w}", f"sum_over_time({daily}[{w}:1d])"),
+            record(
+                f"job:{metric}:expected_increase{w}",
+                larger(
+                    f"{days} * avg_over_time({history})\n  and on ({BY_JOB})\n  count_over_time({history}) >= "
+                    f"{f.min_baseline_days}",
+                    f"{num(f.min_expected_ratio)} * sum_over_time({succeeded}[{w}:1d])",
+                ),
+            ),
+        ]
     return rules
 
 
