@@ -12,6 +12,12 @@
   or `cancel_at`): the decision was counted as `scheduled` when it was made. Kept apart so that the churn rules,
   which read canceled + scheduled, do not count one decision twice; and because scheduled ends all fall on the
   billing anchor (a renewal-day business ends dozens of subscriptions that morning, decided over a month).
+- kind="payment_failed": a subscription ended because it was not paid, not because anyone decided to leave:
+  Stripe's `cancellation_details.reason` is `payment_failed` (the retries of a renewal gave up) or
+  `payment_disputed`, or the status is `incomplete_expired` (the first payment never succeeded: never a customer).
+  Kept apart because this involuntary churn follows renewal failures by days: a renewal-day business loses a
+  batch of subscriptions a few days after every anchor day, which a weekly baseline cannot know, and the failed
+  renewals themselves are charge_failure_spike's business (off-session scope).
 """
 
 from __future__ import annotations
@@ -27,12 +33,25 @@ from exporter.stripe_shapes import get_str
 CANCELED_NS = "churn_canceled"
 # Stripe sends the deleted and the updated event of one cancellation within seconds and retries for 3 days.
 CANCELED_RETENTION_SECONDS = 7 * 86400
-KINDS = ("canceled", "scheduled", "ended_as_scheduled")
+KINDS = ("canceled", "scheduled", "ended_as_scheduled", "payment_failed")
+# cancellation_details.reason of a subscription that ended unpaid (Stripe's values: cancellation_requested,
+# payment_disputed, payment_failed).
+UNPAID_REASONS = ("payment_failed", "payment_disputed")
 
 
 def _mode(obj: dict[str, Any]) -> str:
     live = obj.get("livemode")
     return "true" if live is True else "false" if live is False else ""
+
+
+def _ended_kind(obj: dict[str, Any]) -> str:
+    details = obj.get("cancellation_details")
+    reason = details.get("reason") if isinstance(details, dict) else None
+    if reason in UNPAID_REASONS or obj.get("status") == "incomplete_expired":
+        return "payment_failed"
+    if obj.get("cancel_at_period_end") is True or obj.get("cancel_at") is not None:
+        return "ended_as_scheduled"
+    return "canceled"
 
 
 class ChurnSignals:
@@ -42,7 +61,8 @@ class ChurnSignals:
             Counter,
             "stripe_subscription_cancellations",
             "Subscription cancellations by kind (canceled: ended, counted once; scheduled: cancel_at_period_end "
-            "or cancel_at newly set; ended_as_scheduled: ended as scheduled, already counted as scheduled) and "
+            "or cancel_at newly set; ended_as_scheduled: ended as scheduled, already counted as scheduled; "
+            "payment_failed: ended unpaid) and "
             "Stripe mode.",
             ["kind", "livemode"],
             registry=metrics.registry,
@@ -64,8 +84,7 @@ class ChurnSignals:
         ):
             if self.state.get(CANCELED_NS, sub_id) is None:
                 self.state.put(CANCELED_NS, sub_id, 1)
-                as_scheduled = obj.get("cancel_at_period_end") is True or obj.get("cancel_at") is not None
-                self._count("ended_as_scheduled" if as_scheduled else "canceled", _mode(obj)).inc()
+                self._count(_ended_kind(obj), _mode(obj)).inc()
             return
         scheduled = (obj.get("cancel_at_period_end") is True and previous.get("cancel_at_period_end") is False) or (
             obj.get("cancel_at") is not None and "cancel_at" in previous and previous["cancel_at"] is None

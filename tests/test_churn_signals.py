@@ -37,7 +37,7 @@ def send(ingestor: Ingestor, event_type: str, obj: dict, previous: dict | None =
 
 
 def test_series_exist_at_zero_for_every_kind_and_mode(ingest: Ingestor) -> None:
-    for kind in ("canceled", "scheduled", "ended_as_scheduled"):
+    for kind in ("canceled", "scheduled", "ended_as_scheduled", "payment_failed"):
         for mode in ("true", "false"):
             assert count(ingest, kind, mode) == 0
 
@@ -84,6 +84,21 @@ def test_a_scheduled_cancellation_is_one_decision_when_it_is_made_and_ends(inges
     assert count(ingest, "scheduled", "true") == 1
     assert count(ingest, "ended_as_scheduled", "true") == 1
     assert count(ingest, "canceled", "true") == 0
+
+
+def test_a_subscription_ended_unpaid_is_not_a_decision_to_leave(ingest: Ingestor) -> None:
+    # Smart Retries gave up on a renewal (Stripe sets cancellation_details.reason), and a first payment that never
+    # succeeded (incomplete_expired): involuntary, counted apart from the decisions the churn rules read.
+    dunned = samples.subscription(status="canceled")
+    dunned["cancellation_details"] = {"comment": None, "feedback": None, "reason": "payment_failed"}
+    send(ingest, "customer.subscription.deleted", dunned)
+    send(ingest, "customer.subscription.updated", dunned, previous={"status": "past_due"})
+    send(ingest, "customer.subscription.deleted", samples.subscription(status="incomplete_expired"))
+    asked = samples.subscription(status="canceled")
+    asked["cancellation_details"] = {"comment": None, "feedback": "too_expensive", "reason": "cancellation_requested"}
+    send(ingest, "customer.subscription.deleted", asked)
+    assert count(ingest, "payment_failed") == 2
+    assert count(ingest, "canceled") == 1
 
 
 def test_updates_that_are_not_cancellations_count_nothing(ingest: Ingestor) -> None:

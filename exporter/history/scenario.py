@@ -433,9 +433,11 @@ class ScenarioGenerator(HistoryGenerator):
             t + 2,
         )
         if retry:
-            # Smart Retries gave up: the subscription is cancelled (involuntary churn).
+            # Smart Retries gave up: the subscription is cancelled (involuntary churn, as Stripe marks it).
             sub.alive = False
-            self._emit("customer.subscription.deleted", self._sub_obj(sub, t + 3, "canceled", period_start), t + 3)
+            obj = self._sub_obj(sub, t + 3, "canceled", period_start)
+            obj["cancellation_details"] = {"comment": None, "feedback": None, "reason": "payment_failed"}
+            self._emit("customer.subscription.deleted", obj, t + 3)
             return
         sub.past_due = True
         self._emit("customer.subscription.updated", self._sub_obj(sub, t + 3, "past_due", period_start), t + 3)
@@ -553,11 +555,14 @@ class ScenarioGenerator(HistoryGenerator):
         anchor = first.replace(day=min(s.anchor_day, 28), hour=0, minute=0, second=0, microsecond=0).timestamp()
         if anchor < self.start:
             anchor = add_month(anchor)
+        # Exactly one calendar month of due dates: their renewals a month later then cover every day once (30.4 days
+        # from a 31-day month's start left most of a day without renewals a month on: a false revenue dip).
+        month = add_month(self.start) - self.start
         for _ in range(n):
             if self.rng.random() < s.anchor_share:
                 due = anchor + self.rng.uniform(0, 2 * HOUR)
             else:
-                due = self.start + self.rng.uniform(0, 30.4 * DAY)
+                due = self.start + self.rng.uniform(0, month)
             self._new_sub(due)
 
     # -- anomalies ---------------------------------------------------------------------------------------------

@@ -7,17 +7,14 @@ count, plus a minimum count and a minimum factor over the baseline.
 
 from __future__ import annotations
 
-import math
-from statistics import NormalDist
 from typing import Any
 
 from exporter.rulegen.config import RulesConfig
 from exporter.rulegen.durations import parse_duration
 from exporter.rulegen.promql import alert, counter_increase, query_value, record, sel
+from exporter.rulegen.stats import scan_z, seasonal_margin
 
 HOURLY = "livemode:stripe_subscription_cancellations:increase1h"
-# The median of three or four weekly counts has at most about 0.45 times the variance of one count.
-BASELINE_VARIANCE = 0.45
 
 
 def group(cfg: RulesConfig) -> dict[str, Any]:
@@ -33,10 +30,10 @@ def group(cfg: RulesConfig) -> dict[str, Any]:
         parts.append(
             f'label_replace(\n  {total} offset {k}w and on (livemode) {existed},\n  "weeks_ago", "{k}", "", ""\n)'
         )
-    z = NormalDist().inv_cdf(1 - c.false_alarm_probability)
-    margin = round(z * math.sqrt(1 + BASELINE_VARIANCE) / 2, 3)
+    margin = seasonal_margin(weekly, "livemode", scan_z(parse_duration(w), c.false_alerts_per_30_days))
     # Decisions to leave: immediate ends and newly scheduled ones. A scheduled end (ended_as_scheduled) was counted
-    # when it was scheduled, and all such ends fall on the billing anchor (exporter/churn_signals.py).
+    # when it was scheduled, and all such ends fall on the billing anchor; an end because a renewal went unpaid
+    # (payment_failed) follows an anchor day by days and is nobody's decision (exporter/churn_signals.py).
     decisions = sel(cfg, "stripe_subscription_cancellations_total", 'kind=~"canceled|scheduled"')
     return {
         "name": "billingwatch-churn",

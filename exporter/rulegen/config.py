@@ -117,7 +117,7 @@ class RevenueDropRules:
     warning_drop_ratio: float
     critical_drop_ratio: float
     min_expected_charges: int
-    false_alarm_probability: float
+    false_alerts_per_30_days: float
     min_up_ratio: float
     for_duration: str
     keep_firing_for: str
@@ -130,7 +130,7 @@ class ChurnRules:
     min_baseline_weeks: int
     min_cancellations: int
     min_increase_factor: float
-    false_alarm_probability: float
+    false_alerts_per_30_days: float
     for_duration: str
     keep_firing_for: str
 
@@ -201,8 +201,8 @@ class RulesConfig:
             errors.append("rules.revenue_drop: warning_drop_ratio must be below critical_drop_ratio")
         if not 1 <= rd.min_baseline_weeks <= rd.baseline_weeks <= 8:
             errors.append("rules.revenue_drop: need 1 <= min_baseline_weeks <= baseline_weeks <= 8")
-        if not 0 < rd.false_alarm_probability < 0.5:
-            errors.append("rules.revenue_drop.false_alarm_probability: must be between 0 and 0.5")
+        if not 0 < rd.false_alerts_per_30_days <= 3:
+            errors.append("rules.revenue_drop.false_alerts_per_30_days: must be above 0 and at most 3")
         try:
             hour, short, long = (parse_duration(x) for x in ("1h", rd.short_window, rd.window))
             if not (hour <= short <= long <= 7 * 86400 and short % hour == 0 and long % hour == 0):
@@ -212,8 +212,8 @@ class RulesConfig:
         ch = self.churn_spike
         if not 1 <= ch.min_baseline_weeks <= ch.baseline_weeks <= 8:
             errors.append("rules.churn_spike: need 1 <= min_baseline_weeks <= baseline_weeks <= 8")
-        if not 0 < ch.false_alarm_probability < 0.5 or ch.min_increase_factor < 1:
-            errors.append("rules.churn_spike: false_alarm_probability in (0, 0.5), min_increase_factor >= 1")
+        if not 0 < ch.false_alerts_per_30_days <= 3 or ch.min_increase_factor < 1:
+            errors.append("rules.churn_spike: false_alerts_per_30_days in (0, 3], min_increase_factor >= 1")
         errors.extend(_payment_errors(self))
         wl = self.webhook_lag
         if wl.warning_seconds >= wl.critical_seconds:

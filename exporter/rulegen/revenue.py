@@ -7,15 +7,13 @@ it twice, and invoices marked paid out of band move no money through Stripe.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Any
 
 from exporter.rulegen.config import RulesConfig
 from exporter.rulegen.durations import parse_duration
 from exporter.rulegen.promql import alert, counter_increase, percent, query_value, record, sel
-from exporter.rulegen.stats import larger, num, poisson_threshold
+from exporter.rulegen.stats import larger, num, poisson_threshold, scan_z, seasonal_margin
 
 
 def group(cfg: RulesConfig) -> dict[str, Any]:
@@ -33,17 +31,13 @@ def succeeded_increase(cfg: RulesConfig, window: str, offset: str = "", by: str 
 # Labels every revenue_drop series keeps (contract 1: live and test traffic are judged apart).
 BY = "currency, livemode"
 BY_ALL = "livemode"
-# The variance of the seasonal baseline relative to one week's Poisson variance: the median of 3 weekly counts
-# has about 0.45 times the variance of a single count (0.30 for 4), and the minimum of 2 about as much as one
-# count; 0.45 is the worst case the default min_baseline_weeks allows (docs/detectors.md, "revenue_drop").
-BASELINE_VARIANCE = 0.45
 
 
-def poisson_margin(cfg: RulesConfig) -> float:
-    """k in `sqrt(observed) < sqrt(expected) - k`: the one-sided test on Anscombe-transformed Poisson counts
-    (sqrt of a Poisson count has variance 1/4 whatever its mean), widened for the noise of the baseline itself."""
-    z = NormalDist().inv_cdf(1 - cfg.revenue_drop.false_alarm_probability)
-    return round(z * math.sqrt(1 + BASELINE_VARIANCE) / 2, 3)
+def window_z(cfg: RulesConfig, window: str) -> float:
+    """The z of a window's Poisson test: each window, watched as it rolls, alerts by chance about
+    false_alerts_per_30_days times in 30 days (docs/detectors.md, "revenue_drop"), so the 6h window needs a larger
+    z than the day."""
+    return scan_z(parse_duration(window), cfg.revenue_drop.false_alerts_per_30_days)
 
 
 @dataclass(frozen=True)
@@ -168,8 +162,9 @@ def _significant(cfg: RulesConfig, n: Names, observed: str, usual: str, by: str)
     """The window's count of successful charges is improbably low for its seasonal expectation, which rests on
     enough charges and weeks, and the exporter was scraped for most of the window."""
     r = cfg.revenue_drop
+    margin = seasonal_margin(n.weekly(observed), by, window_z(cfg, n.window))
     return (
-        f"and on ({by})\n({observed} or {usual} * 0) < clamp_min(sqrt({usual}) - {poisson_margin(cfg)}, 0) ^ 2\n"
+        f"and on ({by})\n({observed} or {usual} * 0)\n< clamp_min(sqrt({usual}) - {margin}, 0) ^ 2\n"
         f"and on ({by})\n{usual} >= {r.min_expected_charges}\n"
         f"and on ({by})\n{n.weeks(observed)} >= {r.min_baseline_weeks}\n"
         f"and on ()\nmin({up_record(n.window)}) >= {r.min_up_ratio}"

@@ -6,6 +6,9 @@ labels), so plain one-to-one matching applies.
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
+
 
 def num(value: float) -> str:
     """A PromQL number literal without float noise (0.5, 6.125, 12.25)."""
@@ -38,3 +41,39 @@ def poisson_threshold(expected: str, z: float) -> str:
 def larger(a: str, b: str) -> str:
     """Element-wise max of two vectors with the same label sets (the one that exists where the other is missing)."""
     return f"(\n  ({a})\n  >=\n  ({b})\n)\nor\n({b})\nor\n({a})"
+
+
+def scan_z(window_seconds: int, false_alerts_per_30_days: float) -> float:
+    """The one-sided z at which a rolling window, evaluated continuously, crosses by chance about
+    `false_alerts_per_30_days` times in 30 days.
+
+    One window alone exceeds z with probability 1 - Φ(z), but a window that slides every few minutes gets many
+    correlated looks: for a moving sum of independent counts (locally like Brownian motion) the expected number of
+    separate crossings in a span T is about (T / window) · z · φ(z) (the scan-statistic approximation; at z = 3.09
+    that is ten times 1 - Φ(z) per window length). Solved for z by bisection.
+    """
+    looks = 30 * 86400 / window_seconds
+    low, high = 0.5, 10.0
+    for _ in range(60):
+        z = (low + high) / 2
+        if looks * z * NormalDist().pdf(z) > false_alerts_per_30_days:
+            low = z
+        else:
+            high = z
+    return round(high, 3)
+
+
+# The variance of a seasonal baseline relative to one week's count: the median of four weekly counts (the mean of
+# the middle two) has about 0.30 times the variance of one count, the median of three 0.45; the smaller of two has
+# about 0.68 but sits about half a standard deviation low, which only makes a drop harder to call (0.45 covers it).
+MEDIAN_OF_FOUR_VARIANCE = 0.30
+FEWER_WEEKS_VARIANCE = 0.45
+
+
+def seasonal_margin(weekly: str, by: str, z: float) -> str:
+    """k in `sqrt(observed) ≶ sqrt(baseline) ∓ k`, as a vector by `by`: sqrt of a Poisson count has variance 1/4
+    whatever its mean (Anscombe), widened by the baseline's own variance for the number of weeks it rests on."""
+    weeks = f"count by ({by}) ({weekly})"
+    four = num(round(z * math.sqrt(1 + MEDIAN_OF_FOUR_VARIANCE) / 2, 3))
+    fewer = num(round(z * math.sqrt(1 + FEWER_WEEKS_VARIANCE) / 2, 3))
+    return f"(\n  ({weeks} >= 4) * 0 + {four}\n  or\n  {weeks} * 0 + {fewer}\n)"
