@@ -189,10 +189,13 @@ def _wait(predicate: Any, what: str, timeout: float = 30) -> Any:
 
 
 def test_real_prometheus_evaluates_every_rule_without_error(prometheus: str) -> None:
+    # Every group of the rendered files (long groups are split, exporter/rulegen/render.py), none missing.
+    expected = {g["name"] for f in (REPO / "rules").glob("*.yml") for g in yaml.safe_load(f.read_text())["groups"]}
+
     def evaluated() -> list[dict[str, Any]] | None:
         groups = _get(f"{prometheus}/api/v1/rules")["data"]["groups"]
         rules = [r for g in groups for r in g["rules"]]
-        if len(groups) == 6 and all(r["lastEvaluation"] > "2000" for r in rules):
+        if len(groups) == len(expected) and all(r["lastEvaluation"] > "2000" for r in rules):
             return rules
         return None
 
