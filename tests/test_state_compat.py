@@ -10,6 +10,7 @@ import orjson
 
 from exporter.config import load_config
 from exporter.service import Service
+from exporter.state import StateStore
 
 DATA = Path(__file__).parent / "data"
 T0 = 1_780_000_000  # the times tests/data/make_state_b3f67e2.py wrote
@@ -43,7 +44,7 @@ def test_state_written_by_b3f67e2_loads_and_is_written_back_in_the_new_form(tmp_
         service.ingestor.tick(T0 + 100 + i)
     service.state.close()
     db = sqlite3.connect(path)
-    stored = [orjson.loads(v) for (v,) in db.execute("SELECT value FROM kv WHERE ns = 'zz_ledger' AND key LIKE 's%'")]
+    stored = [orjson.loads(v) for (v,) in db.execute("SELECT value FROM kv WHERE ns = 'ledger' AND key LIKE 's%'")]
     db.close()
     records = [r for shard in stored for r in shard["items"].values()]
     assert len(records) == 3 and all(len(r) > 7 and not isinstance(r[-1], str) for r in records)
@@ -51,3 +52,22 @@ def test_state_written_by_b3f67e2_loads_and_is_written_back_in_the_new_form(tmp_
     ledger = again.detector_set.by_name["silent_lapse"]
     assert {k: rec.view(k) for k, rec in ledger.subs.items()} == views
     again.state.close()
+
+
+def test_rows_of_the_zz_prefixed_namespaces_are_renamed_at_start(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    StateStore(path).close()
+    db = sqlite3.connect(path)
+    db.executemany("INSERT INTO kv (ns, key, value, updated) VALUES (?, ?, ?, ?)", [
+        ("zz_duplicate_charge", "000001780000000-1", orjson.dumps([["k", "ch_1", T0, T0, "-", "-"]]), T0),
+        ("zz_ledger", "j000000000000001", orjson.dumps([]), T0),
+        ("poller", "zz_ledger", orjson.dumps(1), T0),
+    ])
+    db.commit()
+    db.close()
+    state = StateStore(path)
+    assert dict(state.items("duplicate_charge")) == {"000001780000000-1": [["k", "ch_1", T0, T0, "-", "-"]]}
+    assert dict(state.items("ledger")) == {"j000000000000001": []}
+    assert dict(state.items("poller")) == {"zz_ledger": 1}
+    assert not list(state.items("zz_duplicate_charge")) and not list(state.items("zz_ledger"))
+    state.close()

@@ -51,8 +51,8 @@ from exporter.money import to_major
 from exporter.state import StateStore
 from exporter.stripe_shapes import get_int, get_str, invoice_subscription_id
 
-# Big rows (journal and shard snapshots): "zz_" sorts them after the small-row namespaces (see duplicate_charge).
-NS = "zz_ledger"
+# Stored as "zz_ledger" before: renamed at start (state.PREFIXED_NAMESPACES).
+NS = "ledger"
 META_NS = "subscriptions_meta"
 # Payments and period starts within this much of a boundary count as belonging to it (clock skew, invoices
 # finalised about an hour after the period starts).
