@@ -47,8 +47,8 @@ def wire(
 
     `env` is the process environment (secret files resolved): with STRIPE_API_KEY the poller is built. None, for
     a backtest, builds no poller: a backtest never calls Stripe. `persist=False`, for a backtest too, which never
-    restarts: the state store lives in memory and the subscription ledger does not journal its table for
-    restarts (a third of a month-long backtest); what the detectors keep in memory and report is the same.
+    restarts: the state store lives in memory and the subscription ledger does not write its records for
+    restarts; what the detectors keep in memory and report is the same.
     """
     metrics = Metrics(
         max_label_values=config.metrics.max_label_values,

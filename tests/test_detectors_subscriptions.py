@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 
 import pytest
 
@@ -328,6 +329,27 @@ def test_ledger_and_lapse_survive_a_restart(h):
     h2.tick(renewal + GRACE + 200)
     assert h2.total("silent_lapse") == 0  # not reported again after the restart
     assert h2.value("stripe_subscriptions_lapsed", {"livemode": "false"}) == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ledger_read_back_after_random_changes_forgetting_and_restarts_is_the_same_table(tmp_path, seed):
+    rng = random.Random(seed)
+    h = Harness(tmp_path / "state.sqlite3")
+    now = T0
+    for _ in range(300):
+        now += rng.choice((1, 60, 5 * DAY))  # long jumps let ended subscriptions age out
+        event_type = rng.choice(("customer.subscription.created", "customer.subscription.updated",
+                                 "customer.subscription.deleted"))
+        status = "canceled" if event_type.endswith("deleted") else rng.choice(("active", "past_due", "trialing"))
+        h.send(event_type, sub(f"sub_{rng.randrange(15)}", status=status, unit_amount=rng.randrange(100, 5000)),
+               created=now, received=now)
+        if rng.random() < 0.3:
+            h.tick(now)
+        if rng.random() < 0.05:
+            h.tick(now)  # what restart() does first: the sweep may forget ended subscriptions
+            before = {k: rec.dump() for k, rec in h.service.detector_set.by_name["silent_lapse"].subs.items()}
+            h = h.restart()
+            assert {k: rec.dump() for k, rec in h.service.detector_set.by_name["silent_lapse"].subs.items()} == before
 
 
 def test_ended_subscriptions_are_forgotten_after_retention(h):

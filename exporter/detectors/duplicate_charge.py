@@ -40,10 +40,8 @@ from exporter.money import normalize_currency, to_major
 from exporter.state import StateStore
 from exporter.stripe_shapes import get_dict, get_int, get_str
 
-# Big rows (a second of charges each). SQLite's kv table is ordered by (ns, key) WITHOUT ROWID: big rows next
-# to a namespace whose keys grow at its end make every insert there split pages full of large cells (measured:
-# 5x the cost of the neighbour's inserts). The "zz_" prefix sorts them after every other namespace.
-NS = "zz_duplicate_charge"
+# One row per second of charges. Stored as "zz_duplicate_charge" before: renamed at start (state.PREFIXED_NAMESPACES).
+NS = "duplicate_charge"
 BUCKET_SECONDS = 10
 EVENT_TYPES = frozenset(("charge.succeeded", "charge.captured", "payment_intent.succeeded"))
 # Events that link a payment (charge or PaymentIntent id) to its invoice.
