@@ -19,6 +19,12 @@ MAX_CREATED_AHEAD_SECONDS = 86_400.0
 # Stripe retries a delivery for up to three days and the Dashboard resends events of the last 30 days.
 MAX_DELIVERY_DELAY_SECONDS = 31 * 86_400.0
 
+# Delivery delay buckets from 1 s to 6 h: Stripe delivers in seconds when healthy and retries with back-off
+# for up to three days when not; the 10-minute lag threshold sits between two buckets (300 and 600 / 900).
+DELAY_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
+# (Here, not in exporter/metrics.py, because the rule generator checks the lag thresholds against these bounds
+# and must not import the runtime metrics.)
+
 FIELDS = ("amount", "created", "delivery_delay")
 
 

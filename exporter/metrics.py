@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from exporter.bounds import DELAY_BUCKETS
 from exporter.bounds import FIELDS as BOUNDED_FIELDS
 from exporter.labels import LabelCap
 
@@ -30,9 +31,6 @@ OUTCOMES = (
     "unavailable",
 )
 
-# Delivery delay buckets from 1 s to 6 h: Stripe delivers in seconds when healthy and retries with back-off
-# for up to three days when not; the 10-minute lag threshold sits between two buckets (300 and 600 / 900).
-DELAY_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
 
 
 # Series one metric may have. Labels are capped one by one (exporter/labels.py), but two capped labels still

@@ -58,3 +58,21 @@ def test_the_import_graph_has_no_cycle() -> None:
 @pytest.mark.parametrize("module", module_names())
 def test_every_module_imports(module: str) -> None:
     importlib.import_module(module)
+
+
+# The rule generator renders YAML from the thresholds config; the runtime (metrics registry, state store, the
+# HTTP service, ingest) must not leak into it, so that `billingwatch rules` and the dashboards generator stay
+# plain functions of the config.
+RUNTIME = {"exporter.metrics", "exporter.state", "exporter.service", "exporter.ingest", "exporter.web"}
+
+
+def test_the_rule_generator_imports_no_runtime_module() -> None:
+    known = set(module_names())
+    graph = {module: imported(module, known) for module in known}
+    for start in sorted(m for m in known if m.startswith("exporter.rulegen.")):
+        reached, todo = set(), [start]
+        while todo:
+            for name in graph[todo.pop()] - reached:
+                reached.add(name)
+                todo.append(name)
+        assert not reached & RUNTIME, f"{start} reaches runtime modules {sorted(reached & RUNTIME)}"

@@ -17,7 +17,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from exporter import samples
-from exporter.metrics import DELAY_BUCKETS, Budgeted, Metrics, budgeted
+from exporter.bounds import DELAY_BUCKETS
+from exporter.metrics import Budgeted, Metrics, budgeted
 from tests.detectors_support import Harness
 from tests.ingest_support import make_config, running_exporter
 

@@ -19,14 +19,12 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
-from exporter.accounting import Accounting
 from exporter.config import build_config
 from exporter.detectors.board import AnomalyBoard
 from exporter.metrics import Metrics
-from exporter.poller import MissedDeliveryPoller
 from exporter.rulegen.durations import parse_duration
 from exporter.rulegen.render import render
-from exporter.state import StateStore
+from exporter.wiring import wire
 from tests.conftest import REPO, require_binary
 from tests.rules_support import all_rules
 
@@ -56,13 +54,13 @@ def test_scrape_rules_and_alerting_targets() -> None:
 
 
 def _registry(tmp: Path) -> tuple[CollectorRegistry, Metrics, AnomalyBoard]:
-    metrics = Metrics()
-    state = StateStore(tmp / "state.sqlite3")
-    board = AnomalyBoard(metrics.registry, state)
-    Accounting(metrics, state)  # registers the rate-signal and churn counters (charge_signals, churn_signals)
-    # The missed-delivery poller only runs with STRIPE_API_KEY; its metrics are part of what the exporter exposes.
-    MissedDeliveryPoller(build_config().poller, "rk_unused", metrics.registry, state, None)  # type: ignore[arg-type]
-    return metrics.registry, metrics, board
+    """The exporter's own wiring (exporter/wiring.py, as `serve` builds it) on a state file under `tmp`. The
+    missed-delivery poller is built only with STRIPE_API_KEY; its metrics are part of what the exporter exposes
+    (it is never started here, so nothing calls Stripe)."""
+    config = build_config({"state": {"path": str(tmp / "state.sqlite3")}})
+    wiring = wire(config, env={"STRIPE_API_KEY": "rk_unused"})
+    assert wiring.poller is not None and wiring.detector_set.board is not None
+    return wiring.metrics.registry, wiring.metrics, wiring.detector_set.board
 
 
 def _exposed_names(registry: CollectorRegistry) -> set[str]:

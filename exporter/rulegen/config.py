@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from exporter.metrics import DELAY_BUCKETS
+from exporter.bounds import DELAY_BUCKETS
 from exporter.rulegen.durations import parse_duration
 
 
