@@ -110,12 +110,14 @@ def test_grouping_inhibition_and_fast_anomaly_routes() -> None:
     route = doc["route"]
     assert route["group_by"][:2] == ["alertname", "detector"]
     assert "customer" in route["group_by"], "two customers' anomalies must not share one notification"
-    (inhibit,) = doc["inhibit_rules"]
+    inhibit, *per_currency = doc["inhibit_rules"]
     assert inhibit["source_matchers"] == ['severity="critical"']
     assert inhibit["target_matchers"] == ['severity="warning"']
     assert "detector" in inhibit["equal"]
     # Live and test mode never share a notification, nor does one mode's critical mute the other's warning.
     assert "livemode" in route["group_by"] and "livemode" in inhibit["equal"]
+    # The all-currency view mutes the same alert per currency (same mode); behaviour in test_alertmanager_routing.
+    assert [r["equal"] for r in per_currency] == [["alertname", "livemode"]] * 2
     # Every severity and mode route sends the in-process anomaly alerts with a 5 s group_wait (docs/CONTRACTS.md).
     watchdog, *others = route["routes"]
     assert watchdog["matchers"] == ['alertname="BillingWatchWatchdog"'] and "routes" not in watchdog
