@@ -12,12 +12,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.rulegen.config import RulesConfig
-from exporter.rulegen.durations import parse_duration
-from exporter.rulegen.promql import alert, counter_increase, percent, query_value, record, sel
+from exporter.rulegen.durations import format_duration, parse_duration
+from exporter.rulegen.promql import alert, bucket_increase, counter_increase, percent, query_value, record, sel
 from exporter.rulegen.stats import larger, num, poisson_threshold, wilson_lower
 
 BY_CURRENCY = "currency, livemode"
 BY_JOB = "job, livemode"
+
+
+def points(window: str) -> str:
+    """The range of a subquery that holds exactly window / step of its aligned points, `[points(w):step]`.
+
+    Subquery points sit on multiples of the step (whole hours, UTC midnights). Prometheus 2 closes a range at both
+    ends, so `[24h:1h]` evaluated on an hour mark holds 25 of them (the first hour twice); a minute less holds 24 at
+    any evaluation time, in Prometheus 3 (ranges open at the start) too.
+    """
+    return format_duration(parse_duration(window) - 60)
 
 
 def group(cfg: RulesConfig) -> dict[str, Any]:
@@ -147,8 +157,8 @@ def charge_failure_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
 def scope_rules(cfg: RulesConfig, s: Scope) -> list[dict[str, Any]]:
     c = cfg.charge_failure_spike
     main = c.window
-    a_day = f"sum_over_time({s.a(main)}[1d:{main}])"
-    f_day = f"sum_over_time({s.f(main)}[1d:{main}])"
+    a_day = f"sum_over_time({s.a(main)}[{points('1d')}:{main}])"
+    f_day = f"sum_over_time({s.f(main)}[{points('1d')}:{main}])"
     daily = f"({f_day} / ({a_day} > 0))"
     off = s.attempts.endswith("off_session")
     start = c.cold_start_off_session_baseline_ratio if off else c.cold_start_baseline_ratio
@@ -159,7 +169,7 @@ def scope_rules(cfg: RulesConfig, s: Scope) -> list[dict[str, Any]]:
             rules += [
                 # A customer retrying a declined card four times is one failure, not four independent ones (falls
                 # back to every failure where stripe_charge_failed_payers_total is missing).
-                record(s.k(w), f"(\n  {s.p(w)} <= on ({s.by}) {s.f(w)}\n) * 1\nor\n{s.f(w)} * 1"),
+                record(s.k(w), f"{s.p(w)} <= on ({s.by}) {s.f(w)}\nor\n{s.f(w)}"),
                 record(s.n(w), f"{s.a(w)} - {s.f(w)} + {s.k(w)}"),
             ]
     rules += [record(s.wilson(w), wilson_lower(s.k(w), f"({s.n(w)} > 0)", c.z)) for w in s.windows]
@@ -168,8 +178,8 @@ def scope_rules(cfg: RulesConfig, s: Scope) -> list[dict[str, Any]]:
         # 7 x 24 points), once enough days are known.
         record(
             s.baseline(c.baseline_days),
-            f"quantile_over_time(0.5, {daily}[{c.baseline_days}d:1d])\n"
-            f"and on ({s.by})\ncount_over_time({daily}[{c.baseline_days}d:1d]) >= {c.min_baseline_days}",
+            f"quantile_over_time(0.5, {daily}[{points(f'{c.baseline_days}d')}:1d])\n"
+            f"and on ({s.by})\ncount_over_time({daily}[{points(f'{c.baseline_days}d')}:1d]) >= {c.min_baseline_days}",
         ),
         record(
             s.threshold,
@@ -197,9 +207,8 @@ def spike_expr(cfg: RulesConfig, s: Scope, *, critical: bool = False) -> str:
             cond += f"\nunless on ({s.by}) {s.p(w)} < {c.min_failing_payers}"
         if w == c.long_window:
             cond += f"\nand on ({s.by}) {s.ratio(c.window)} > on ({s.by}) {s.threshold}"
-        branches.append(f"(\n{cond}\n) * 1")
-    # `* 1` drops each branch's metric name: whichever window holds, the result is one series (a range query, as
-    # the backtest makes, would otherwise return one series per window for the same labels).
+        branches.append(f"(\n{cond}\n)")
+    # `or` matches label sets without the metric name: whichever window holds, one alert per (job, livemode).
     return "\nor\n".join(branches)
 
 
@@ -334,9 +343,9 @@ def count_spike_alerts(
         expr = spike_condition(count, expected, z, factor, least)
         described = "from"
         if severity == "warning" and windows:
-            # `* 1` drops the metric names: whichever window holds, one series per (job, livemode).
+            # `or` matches label sets without the metric name: whichever window holds, one alert per (job, livemode).
             expr = "\nor\n".join(
-                f"(\n{spike_condition(c, e, z, factor, least)}\n) * 1"
+                f"(\n{spike_condition(c, e, z, factor, least)}\n)"
                 for c, e in ((count, expected), *((f"job:{metric}:increase{w}", f"job:{metric}:expected_increase{w}")
                                                  for w in windows))
             )  # fmt: skip
@@ -384,8 +393,7 @@ def fraud_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
     failed = f"job:stripe_charges_failed:increase{w}"
     succeeded = f"job:stripe_charges_succeeded:increase{w}"
     rules = [
-        record(attempts, counter_increase(sel(cfg, "stripe_charges_total"), w, BY_JOB)),
-        record(failed, f"{counter_increase(sel(cfg, 'stripe_charges_failed_total'), w, BY_JOB)}\nor\n{attempts} * 0"),
+        *day_count_rules(cfg),
         # Disputes and fraud warnings are measured against successful charges, as Stripe and the networks do.
         record(succeeded, f"{attempts} - {failed}"),
     ]
@@ -397,9 +405,8 @@ def fraud_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
     ):  # fmt: skip
         count, ratio = f"job:{metric}:increase{w}", f"job:{metric}:ratio_rate{w}"
         expected = f"job:{metric}:expected_increase{w}"
-        history = f"{count}[{f.baseline_days}d:1d] offset 1d"
+        history = f"{count}[{points(f'{f.baseline_days}d')}:1d] offset 1d"
         rules += [
-            record(count, f"{counter_increase(sel(cfg, metric + '_total'), w, BY_JOB)}\nor\n{attempts} * 0"),
             record(ratio, f"{count}\n/\n({succeeded} > 0)"),
             # The mean of the previous completed days' counts (day steps: no overlap with the current window),
             # never below min_expected_ratio of today's successful charges.
@@ -418,6 +425,44 @@ def fraud_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
     return rules
 
 
+HOUR = "1h"
+DAY_COUNTED = ("stripe_charges", "stripe_charges_failed", "stripe_disputes", "stripe_early_fraud_warnings")
+
+
+def day_count_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
+    """`job:<metric>:increase<window>` of charges, failed charges, disputes and early fraud warnings, from
+    recorded hourly counts when the window is whole hours (a test-only window of minutes is one bucket)."""
+    w = cfg.fraud_spike.window
+    bucket = HOUR if parse_duration(w) % parse_duration(HOUR) == 0 else w
+    up = sel(cfg, "up")
+    attempts = f"job:stripe_charges:increase{bucket}"
+    rules = []
+    for metric in DAY_COUNTED:
+        counted = bucket_increase(sel(cfg, metric + "_total"), bucket, BY_JOB, up)
+        # An hour with attempts but no failure (dispute, fraud warning) series yet records 0 rather than nothing.
+        fill = "" if metric == DAY_COUNTED[0] else f"\nor\n{attempts} * 0"
+        rules.append(record(f"job:{metric}:increase{bucket}", counted + fill))
+    if bucket != w:
+        rules += [record(f"job:{m}:increase{w}", completed_hours(f"job:{m}:increase{bucket}", w)) for m in DAY_COUNTED]
+    return rules
+
+
+def completed_hours(hourly_record: str, window: str) -> str:
+    """The count of the last `window` (whole hours), summed from the recorded hourly counts of now, an hour ago,
+    two hours ago ...: consecutive hours that tile the window exactly, up to the last evaluation (docs/detectors.md,
+    "Counting a day from recorded hours" says what this does at the window's edges). An hour without a record
+    (before the install, a Prometheus outage) counts 0.
+
+    Not `sum_over_time(...[24h:1h])`: subquery points sit on the clock's hour marks, so the current hour would
+    count only once it is over. At a 5 s scrape, increase() over 24 hours of raw counters cost 60-230 ms per rule
+    (docs/backtest.md, "Rule cost in a real Prometheus"); an hour of raw samples and 24 recorded points cost a
+    fraction of that.
+    """
+    hours = parse_duration(window) // parse_duration(HOUR)
+    terms = [hourly_record] + [f"({hourly_record} offset {k}h or {hourly_record} * 0)" for k in range(1, hours)]
+    return "\n+ ".join(terms)
+
+
 def sustained_rules(cfg: RulesConfig, metric: str, daily: str, succeeded: str) -> list[dict[str, Any]]:
     """The count of the last N completed UTC days (the rolling-day counts at the last N midnights: N recorded
     points) and its expectation: N x the mean day of the `baseline_days` before them (offset N days, so a wave
@@ -426,15 +471,15 @@ def sustained_rules(cfg: RulesConfig, metric: str, daily: str, succeeded: str) -
     rules = []
     for w in sustained_windows(f):
         days = round(parse_duration(w) / 86400)
-        history = f"{daily}[{f.baseline_days}d:1d] offset {w}"
+        history = f"{daily}[{points(f'{f.baseline_days}d')}:1d] offset {w}"
         rules += [
-            record(f"job:{metric}:increase{w}", f"sum_over_time({daily}[{w}:1d])"),
+            record(f"job:{metric}:increase{w}", f"sum_over_time({daily}[{points(w)}:1d])"),
             record(
                 f"job:{metric}:expected_increase{w}",
                 larger(
                     f"{days} * avg_over_time({history})\n  and on ({BY_JOB})\n  count_over_time({history}) >= "
                     f"{f.min_baseline_days}",
-                    f"{num(f.min_expected_ratio)} * sum_over_time({succeeded}[{w}:1d])",
+                    f"{num(f.min_expected_ratio)} * sum_over_time({succeeded}[{points(w)}:1d])",
                 ),
             ),
         ]
@@ -455,7 +500,7 @@ def monthly_dispute_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
     def monthly(daily: str) -> str:
         # Sum of the rolling-day counts at the last 30 UTC midnights: the 30 completed days (a day late at most,
         # which a monthly programme does not mind), from 30 recorded points; a new install sums what it has.
-        return f"sum_over_time({daily}[{month}:1d])"
+        return f"sum_over_time({daily}[{points(month)}:1d])"
 
     return [
         record(succeeded, monthly(f"job:stripe_charges_succeeded:increase{day}")),
@@ -488,8 +533,8 @@ def monthly_dispute_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
             "BillingWatchMonthlyDisputeRatioHigh",
             (
                 f"(\n  {ratio} >= {num(m.mastercard_ratio)}\n  and on ({BY_JOB})\n  {disputes} >= "
-                f"{m.mastercard_min_disputes}\n) * 1\nor\n(\n  {vamp} >= {num(m.visa_ratio)}\n  and on ({BY_JOB})\n"
-                f"  {disputes} + {efws} >= {m.visa_min_count}\n) * 1"
+                f"{m.mastercard_min_disputes}\n)\nor\n(\n  {vamp} >= {num(m.visa_ratio)}\n  and on ({BY_JOB})\n"
+                f"  {disputes} + {efws} >= {m.visa_min_count}\n)"
             ),
             for_duration=m.for_duration,
             labels={"detector": "fraud_spike", "severity": "critical"},

@@ -43,6 +43,27 @@ def counter_increase(selector: str, window: str, by: str, offset: str = "") -> s
     )
 
 
+def bucket_increase(selector: str, window: str, by: str, up: str) -> str:
+    """Increase of a counter over `window`, summed by `by`, for buckets that are summed into a longer window
+    (`sum_over_time(bucket[...:window])`), so an old series must never count its whole history in one of them.
+
+    A series absent at the window's start was born inside it and counts with its whole value (the exporter creates
+    a labelled series at its first increment), but only if the scrape at the window's start succeeded (`up`, the
+    job's up series, was 1 then), or if Prometheus had not scraped the job at any hour mark of the day before (a
+    new install). After a Prometheus outage or failed scrapes longer than the bucket every old series would look new,
+    and a day's dispute count would jump by all the disputes since the exporter started: those series take
+    increase() instead, which sees what happened in the window after the gap, as every other series does
+    (counter resets included). An instant look at the window's start, not a stretch, so that a series recreated
+    after an exporter restart counts its first event too.
+    """
+    start = f"offset {window}"
+    before = format_duration(MAX_BIRTH_LOOKBACK_SECONDS)
+    # The day before read at its hour marks (24 points, not a day of raw `up` samples: 17,280 at a 5 s scrape).
+    scraped = f"({up} {start} == 1 or {up} unless present_over_time({up}[{before}:1h] {start}))"
+    born = f"(({selector} unless {selector} {start}) and on (job, instance) {scraped})"
+    return f"sum by ({by}) (\n    (increase({selector}[{window}]) unless {born})\n  or\n    {born}\n)"
+
+
 def record(name: str, expr: str) -> dict[str, Any]:
     return {"record": name, "expr": expr}
 
