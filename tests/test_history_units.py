@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from exporter.history.events_file import HistoryFileError, index_history, iter_history
-from exporter.history.rules_eval import Rule, alert_spans, duration_or, recording_levels
+from exporter.history.rules_eval import Rule, alert_spans, duration_or, metric_names, recording_levels
 from exporter.history.sampler import OpenMetricsWriter
 from exporter.metrics import budgeted
 from tests.conftest import make_event
@@ -81,6 +81,37 @@ def test_scrape_writer_matches_prometheus_client_collect() -> None:
     assert fast['delay_seconds_bucket{route="x",le="5.0",instance="backtest",job="billingwatch"}'] == 2
     assert fast['delay_seconds_bucket{route="x",le="+Inf",instance="backtest",job="billingwatch"}'] == 3
     assert fast['callback{instance="backtest",job="billingwatch"}'] == 7
+
+
+def _rule(expr: str) -> Rule:
+    return Rule(group="g", interval=60, expr=expr, record="r:x:y")
+
+
+def test_scrape_writer_given_names_writes_only_the_samples_that_rules_select() -> None:
+    reg = CollectorRegistry()
+    Counter("things", "d", ["kind"], registry=reg).labels("a").inc(3)
+    Gauge("level", "d", registry=reg).set(2.5)
+    Histogram("delay_seconds", "d", buckets=(1,), registry=reg).observe(0.5)
+    names = metric_names([_rule("histogram_quantile(0.9, rate(delay_seconds_bucket[5m]))"), _rule("things_total")])
+    assert names is not None
+    buf = io.StringIO()
+    writer = OpenMetricsWriter(buf, reg, {"job": "billingwatch", "instance": "backtest"}, names)
+    writer.write(120)
+    assert sorted(_parse(buf.getvalue())) == [
+        'delay_seconds_bucket{le="+Inf",instance="backtest",job="billingwatch"}',
+        'delay_seconds_bucket{le="1.0",instance="backtest",job="billingwatch"}',
+        'things_total{kind="a",instance="backtest",job="billingwatch"}',
+    ]
+
+
+def test_metric_names_are_every_word_of_the_rules_unless_a_selector_matches_any_name() -> None:
+    names = metric_names([_rule('sum by (currency) (rate(stripe_charges_total {livemode="true"}[1h]))'), _rule("up")])
+    assert names is not None and {"stripe_charges_total", "up", "livemode"} <= names
+    assert "stripe_refunds_total" not in names
+    for expr in ('count({job="billingwatch"})', '{__name__=~"stripe_.*"}', 'x and on() (\n  {a="b"})'):
+        assert metric_names([_rule("up"), _rule(expr)]) is None, expr
+    # A `{` in a string might be a selector for all we know: all series are kept.
+    assert metric_names([_rule('label_replace(up, "a", "{", "b", "")')]) is None
 
 
 def _result(times: list[float], **labels: str) -> list[dict]:

@@ -30,6 +30,9 @@ from exporter.rulegen.durations import parse_seconds
 DEFAULT_LOOKBACK = 300.0
 QUERY_THREADS = 3
 _TEMPLATE_LABEL = re.compile(r"\{\{\s*\$labels\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+# A `{` not right after a metric name opens a selector that matches by labels only (`{job="x"}`), or is in a string.
+_NAMELESS_SELECTOR = re.compile(r"(?:^|[^A-Za-z0-9_:\s])\s*\{")
 
 
 def duration_or(value: Any, default: float = 0.0) -> float:
@@ -111,6 +114,21 @@ def load_rules(files: list[Path], default_interval: float) -> list[Rule]:
                     )
                 )
     return rules
+
+
+def metric_names(rules: list[Rule]) -> set[str] | None:
+    """Every name that the rules' expressions could select a series by, or None when some selector may match
+    series of any name (`{job="x"}`, `{__name__=~"..."}`).
+
+    Over-inclusive by design: every word of an expression counts (function names, labels, words in strings), as
+    only a name that is missing here could change a result.
+    """
+    names: set[str] = set()
+    for rule in rules:
+        if "__name__" in rule.expr or _NAMELESS_SELECTOR.search(rule.expr):
+            return None
+        names.update(_NAME.findall(rule.expr))
+    return names
 
 
 def recording_levels(rules: list[Rule]) -> list[list[Rule]]:
