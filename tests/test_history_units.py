@@ -10,7 +10,15 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from exporter.history.events_file import HistoryFileError, index_history, iter_history
-from exporter.history.rules_eval import Rule, alert_spans, duration_or, metric_names, recording_levels
+from exporter.history.rules_eval import (
+    Rule,
+    alert_spans,
+    duration_or,
+    metric_names,
+    recorded_series_lines,
+    recording_levels,
+    series_by_labels,
+)
 from exporter.history.sampler import OpenMetricsWriter
 from exporter.metrics import budgeted
 from tests.conftest import make_event
@@ -152,6 +160,29 @@ def test_recording_rules_are_evaluated_after_the_rules_they_read() -> None:
         ["a:b:c"],
         ["a:b:half"],
         ["a:b:both"],
+    ]
+
+
+def test_recorded_samples_are_each_evaluation_and_fill_the_scrape_grid_up_to_the_next() -> None:
+    result = [{"metric": {"__name__": "x", "c": "usd"}, "values": [[600, "1"], [720, "NaN"], [840, "2.5"]]}]
+    rule = Rule(group="g", interval=60, expr="x", record="c:x:y", labels={"w": "1"})
+    lines = recorded_series_lines(rule, result, step=120, fill_step=120, end=840)
+    assert lines == ['c:x:y{c="usd",w="1"} 1 600\n', 'c:x:y{c="usd",w="1"} 2.5 840\n']
+    # A 5-minute rule on a 2-minute grid: each value also at the next scrape, never past the next evaluation.
+    result = [{"metric": {"c": "usd"}, "values": [[600, "1"], [900, "2"]]}]
+    lines = recorded_series_lines(rule, result, step=300, fill_step=120, end=1000)
+    assert [line.rsplit(" ", 2)[1:] for line in lines] == [
+        ["1", "600.000\n"], ["1", "720.000\n"], ["2", "900.000\n"]
+    ]
+
+
+def test_series_that_differ_only_by_name_are_merged_in_time_order_and_others_kept_as_they_are() -> None:
+    a = {"metric": {"__name__": "a", "c": "usd"}, "values": [[0, "1"], [120, "1"]]}
+    b = {"metric": {"__name__": "b", "c": "usd"}, "values": [[60, "2"]]}
+    other = {"metric": {"__name__": "a", "c": "eur"}, "values": [[0, "3"]]}
+    assert series_by_labels([a, b, other]) == [
+        {"metric": {"c": "usd"}, "values": [[0, "1"], [60, "2"], [120, "1"]]},
+        {"metric": {"c": "eur"}, "values": [[0, "3"]]},
     ]
 
 
