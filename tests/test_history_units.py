@@ -13,6 +13,7 @@ from exporter.history.events_file import HistoryFileError, index_history, iter_h
 from exporter.history.rules_eval import (
     Rule,
     alert_spans,
+    alerting_rounds,
     duration_or,
     metric_names,
     recorded_series_lines,
@@ -184,6 +185,20 @@ def test_series_that_differ_only_by_name_are_merged_in_time_order_and_others_kep
         {"metric": {"c": "usd"}, "values": [[0, "1"], [60, "2"], [120, "1"]]},
         {"metric": {"c": "eur"}, "values": [[0, "3"]]},
     ]
+
+
+def test_alerting_rules_are_evaluated_once_every_recorded_series_they_read_is_there() -> None:
+    rules = [
+        Rule(group="g", interval=60, expr="sum(x)", record="a:b:c"),
+        Rule(group="g", interval=60, expr="a:b:c / 2", record="a:b:half"),
+        Rule(group="g", interval=60, expr="x > 1", alert="Raw"),
+        Rule(group="g", interval=60, expr="a:b:c > 1", alert="First"),
+        Rule(group="g", interval=60, expr="a:b:half > 1 and a:b:c", alert="Second"),
+        Rule(group="g", interval=60, expr='count({job="j"}) > 1', alert="AnyName"),
+    ]
+    rounds = alerting_rounds(rules, recording_levels(rules))
+    assert [[r.alert for r in batch] for batch in rounds] == [["Raw"], ["First"], ["Second", "AnyName"]]
+    assert [[r.alert for r in batch] for batch in alerting_rounds(rules[2:3], [])] == [["Raw"]]
 
 
 def test_durations() -> None:

@@ -138,7 +138,7 @@ def recording_levels(rules: list[Rule]) -> list[list[Rule]]:
     names = {r.record for r in recording if r.record}
     deps: dict[int, set[str]] = {}
     for i, r in enumerate(recording):
-        deps[i] = {n for n in names if n != r.record and re.search(rf"(?<![\w:]){re.escape(n)}(?![\w:])", r.expr)}
+        deps[i] = {n for n in _read_names(r.expr, names) if n != r.record}
     done: set[str] = set()
     levels: list[list[Rule]] = []
     remaining = dict(enumerate(recording))
@@ -149,6 +149,30 @@ def recording_levels(rules: list[Rule]) -> list[list[Rule]]:
         levels.append([remaining.pop(i) for i in level])
         done |= {r.record for r in levels[-1] if r.record}
     return levels
+
+
+def _read_names(expr: str, names: set[str]) -> set[str]:
+    """Which of `names` an expression reads."""
+    return {n for n in names if re.search(rf"(?<![\w:]){re.escape(n)}(?![\w:])", expr)}
+
+
+def alerting_rounds(rules: list[Rule], levels: list[list[Rule]]) -> list[list[Rule]]:
+    """Alerting rules by how many recording levels they need: round n reads only raw series and levels 1..n.
+
+    Round n is evaluated with the queries of level n + 1 (the last round after every level), on the same data as
+    after the last level: what a rule reads is all there. An expression that may select series by labels alone
+    waits for every level.
+    """
+    level_of = {r.record: n for n, level in enumerate(levels, 1) for r in level if r.record}
+    rounds: list[list[Rule]] = [[] for _ in range(len(levels) + 1)]
+    for rule in rules:
+        if not rule.alert:
+            continue
+        if metric_names([rule]) is None:
+            rounds[-1].append(rule)
+            continue
+        rounds[max((level_of[n] for n in _read_names(rule.expr, set(level_of))), default=0)].append(rule)
+    return rounds
 
 
 def grid_start(start: float, step: float) -> float:
@@ -271,34 +295,45 @@ def evaluate(
     backfill: Callable[[list[str]], None],
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> Evaluation:
-    """Recording rules level by level (backfilled, then Prometheus restarted), then every alerting rule."""
+    """Recording rules level by level (backfilled, then Prometheus restarted); each alerting rule with the queries
+    of the first level after the recorded series it reads (alerting_rounds), to keep both cores busy."""
     recorded = 0
     levels = recording_levels(rules)
-    for n, level in enumerate(levels, 1):
+    rounds = alerting_rounds(rules, levels)
+    alerts: list[AlertSpan] = []
+
+    def query(batch: list[Rule]) -> list[str]:
+        nonlocal recorded
         lines: list[str] = []
+        for rule, result in _query_all(prom, batch, start=start, end=end, min_step=min_step):
+            step = _step(rule, min_step)
+            if rule.record:
+                lines.extend(recorded_series_lines(rule, result, step=step, fill_step=min_step, end=end))
+                recorded += len(result)
+            else:
+                first = grid_start(start, step)
+                last = first + math.floor((end - first) / step) * step
+                alerts.extend(alert_spans(rule, result, step=step, first=first, last=last))
+        return lines
+
+    for n, level in enumerate(levels, 1):
         t0 = time.monotonic()
-        for rule, result in _query_all(prom, level, start=start, end=end, min_step=min_step):
-            lines.extend(recorded_series_lines(rule, result, step=_step(rule, min_step), fill_step=min_step, end=end))
-            recorded += len(result)
+        lines = query(level + rounds[n - 1])
         t1 = time.monotonic()
         if lines:
             backfill(lines)
             prom.restart()
+        with_alerts = f" and {len(rounds[n - 1])} alerting rules" if rounds[n - 1] else ""
         progress(
-            f"recording rules level {n}/{len(levels)}: {len(level)} rules, {len(lines)} samples "
+            f"recording rules level {n}/{len(levels)}: {len(level)} rules{with_alerts}, {len(lines)} samples "
             f"(queries {t1 - t0:.1f} s, backfill and restart {time.monotonic() - t1:.1f} s)"
         )
-    alerts: list[AlertSpan] = []
-    alerting = [r for r in rules if r.alert]
     t0 = time.monotonic()
-    for rule, result in _query_all(prom, alerting, start=start, end=end, min_step=min_step):
-        step = _step(rule, min_step)
-        first = grid_start(start, step)
-        last = first + math.floor((end - first) / step) * step
-        alerts.extend(alert_spans(rule, result, step=step, first=first, last=last))
-    progress(f"alerting rules: {len(alerting)} evaluated, {len(alerts)} alerts ({time.monotonic() - t0:.1f} s)")
+    query(rounds[-1])
+    alerting = sum(len(r) for r in rounds)
+    progress(f"alerting rules: {alerting} evaluated, {len(alerts)} alerts ({time.monotonic() - t0:.1f} s)")
     alerts.sort(key=lambda s: (s.starts_at, s.alertname))
-    return Evaluation(alerts, recorded, len(alerting), sum(len(level) for level in levels))
+    return Evaluation(alerts, recorded, alerting, sum(len(level) for level in levels))
 
 
 def _query_all(
