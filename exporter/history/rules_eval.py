@@ -13,10 +13,12 @@ bookkeeping around it that the rule manager does in a live Prometheus:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,6 +287,21 @@ class Evaluation:
     recording_rules: int
 
 
+@contextlib.contextmanager
+def _without_garbage_collection() -> Iterator[None]:
+    """Each level's results are millions of [time, value] lists; while they pile up, Python ran ~20 full
+    collections over them in a month's backtest, 2.3 of the phase's 6.2 s of CPU, and found nothing: the results
+    hold no reference cycles. Collection is back on when the rules are done."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@_without_garbage_collection()
 def evaluate(
     prom: PrometheusProcess,
     rules: list[Rule],
