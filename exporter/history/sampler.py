@@ -1,7 +1,8 @@
 """Runs the exporter's own ingest and detector code over a history on a virtual clock, and writes what a
 Prometheus scraping it every `interval` seconds would have stored, as OpenMetrics text with timestamps.
 
-Every series present at a scrape gets a sample at that scrape (like a real scrape); a series that disappears
+Every series present at a scrape gets a sample at that scrape (like a real scrape), of the metric names the rules
+select (the others cannot change a result; see OpenMetricsWriter); a series that disappears
 (an anomaly gauge that expired) simply has no more samples. Prometheus would write a staleness marker there; the
 backtest's Prometheus gets the same effect from a lookback delta just under the scrape interval (see prom.py).
 """
