@@ -10,7 +10,16 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from exporter.history.events_file import HistoryFileError, index_history, iter_history
-from exporter.history.rules_eval import Rule, alert_spans, duration_or, recording_levels
+from exporter.history.rules_eval import (
+    Rule,
+    alert_spans,
+    alerting_rounds,
+    duration_or,
+    metric_names,
+    recorded_series_lines,
+    recording_levels,
+    series_by_labels,
+)
 from exporter.history.sampler import OpenMetricsWriter
 from exporter.metrics import budgeted
 from tests.conftest import make_event
@@ -83,6 +92,37 @@ def test_scrape_writer_matches_prometheus_client_collect() -> None:
     assert fast['callback{instance="backtest",job="billingwatch"}'] == 7
 
 
+def _rule(expr: str) -> Rule:
+    return Rule(group="g", interval=60, expr=expr, record="r:x:y")
+
+
+def test_scrape_writer_given_names_writes_only_the_samples_that_rules_select() -> None:
+    reg = CollectorRegistry()
+    Counter("things", "d", ["kind"], registry=reg).labels("a").inc(3)
+    Gauge("level", "d", registry=reg).set(2.5)
+    Histogram("delay_seconds", "d", buckets=(1,), registry=reg).observe(0.5)
+    names = metric_names([_rule("histogram_quantile(0.9, rate(delay_seconds_bucket[5m]))"), _rule("things_total")])
+    assert names is not None
+    buf = io.StringIO()
+    writer = OpenMetricsWriter(buf, reg, {"job": "billingwatch", "instance": "backtest"}, names)
+    writer.write(120)
+    assert sorted(_parse(buf.getvalue())) == [
+        'delay_seconds_bucket{le="+Inf",instance="backtest",job="billingwatch"}',
+        'delay_seconds_bucket{le="1.0",instance="backtest",job="billingwatch"}',
+        'things_total{kind="a",instance="backtest",job="billingwatch"}',
+    ]
+
+
+def test_metric_names_are_every_word_of_the_rules_unless_a_selector_matches_any_name() -> None:
+    names = metric_names([_rule('sum by (currency) (rate(stripe_charges_total {livemode="true"}[1h]))'), _rule("up")])
+    assert names is not None and {"stripe_charges_total", "up", "livemode"} <= names
+    assert "stripe_refunds_total" not in names
+    for expr in ('count({job="billingwatch"})', '{__name__=~"stripe_.*"}', 'x and on() (\n  {a="b"})'):
+        assert metric_names([_rule("up"), _rule(expr)]) is None, expr
+    # A `{` in a string might be a selector for all we know: all series are kept.
+    assert metric_names([_rule('label_replace(up, "a", "{", "b", "")')]) is None
+
+
 def _result(times: list[float], **labels: str) -> list[dict]:
     return [{"metric": {"__name__": "x", **labels}, "values": [[t, "1"] for t in times]}]
 
@@ -122,6 +162,43 @@ def test_recording_rules_are_evaluated_after_the_rules_they_read() -> None:
         ["a:b:half"],
         ["a:b:both"],
     ]
+
+
+def test_recorded_samples_are_each_evaluation_and_fill_the_scrape_grid_up_to_the_next() -> None:
+    result = [{"metric": {"__name__": "x", "c": "usd"}, "values": [[600, "1"], [720, "NaN"], [840, "2.5"]]}]
+    rule = Rule(group="g", interval=60, expr="x", record="c:x:y", labels={"w": "1"})
+    lines = recorded_series_lines(rule, result, step=120, fill_step=120, end=840)
+    assert lines == ['c:x:y{c="usd",w="1"} 1 600\n', 'c:x:y{c="usd",w="1"} 2.5 840\n']
+    # A 5-minute rule on a 2-minute grid: each value also at the next scrape, never past the next evaluation.
+    result = [{"metric": {"c": "usd"}, "values": [[600, "1"], [900, "2"]]}]
+    lines = recorded_series_lines(rule, result, step=300, fill_step=120, end=1000)
+    assert [line.rsplit(" ", 2)[1:] for line in lines] == [
+        ["1", "600.000\n"], ["1", "720.000\n"], ["2", "900.000\n"]
+    ]
+
+
+def test_series_that_differ_only_by_name_are_merged_in_time_order_and_others_kept_as_they_are() -> None:
+    a = {"metric": {"__name__": "a", "c": "usd"}, "values": [[0, "1"], [120, "1"]]}
+    b = {"metric": {"__name__": "b", "c": "usd"}, "values": [[60, "2"]]}
+    other = {"metric": {"__name__": "a", "c": "eur"}, "values": [[0, "3"]]}
+    assert series_by_labels([a, b, other]) == [
+        {"metric": {"c": "usd"}, "values": [[0, "1"], [60, "2"], [120, "1"]]},
+        {"metric": {"c": "eur"}, "values": [[0, "3"]]},
+    ]
+
+
+def test_alerting_rules_are_evaluated_once_every_recorded_series_they_read_is_there() -> None:
+    rules = [
+        Rule(group="g", interval=60, expr="sum(x)", record="a:b:c"),
+        Rule(group="g", interval=60, expr="a:b:c / 2", record="a:b:half"),
+        Rule(group="g", interval=60, expr="x > 1", alert="Raw"),
+        Rule(group="g", interval=60, expr="a:b:c > 1", alert="First"),
+        Rule(group="g", interval=60, expr="a:b:half > 1 and a:b:c", alert="Second"),
+        Rule(group="g", interval=60, expr='count({job="j"}) > 1', alert="AnyName"),
+    ]
+    rounds = alerting_rounds(rules, recording_levels(rules))
+    assert [[r.alert for r in batch] for batch in rounds] == [["Raw"], ["First"], ["Second", "AnyName"]]
+    assert [[r.alert for r in batch] for batch in alerting_rounds(rules[2:3], [])] == [["Raw"]]
 
 
 def test_durations() -> None:

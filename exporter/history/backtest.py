@@ -24,7 +24,15 @@ import yaml
 from exporter.config import Config
 from exporter.history.events_file import index_history, iter_history
 from exporter.history.prom import PrometheusProcess, backfill_openmetrics
-from exporter.history.rules_eval import AlertSpan, Evaluation, duration_or, evaluate, load_rules, rule_files
+from exporter.history.rules_eval import (
+    AlertSpan,
+    Evaluation,
+    duration_or,
+    evaluate,
+    load_rules,
+    metric_names,
+    rule_files,
+)
 from exporter.history.sampler import SampleStats, run_virtual
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -118,6 +126,7 @@ def run_backtest(
                 end=end,
                 out=out,
                 target_labels={"job": job, "instance": "backtest"},
+                names=metric_names(rules),
                 progress=progress,
             )
         timings["ingest_and_sample"] = time.monotonic() - t1
