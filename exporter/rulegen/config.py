@@ -209,6 +209,13 @@ class RulesConfig:
                 errors.append("rules.revenue_drop: windows must be whole hours, short_window <= window <= 7d")
         except ValueError:
             pass  # already reported by _check_tree
+        # Built from the recorded hourly increases (exporter/rulegen/churn.py).
+        try:
+            seconds = parse_duration(self.churn_spike.window)
+            if seconds % 3600 or not 3600 <= seconds <= 7 * 86400:
+                errors.append("rules.churn_spike.window: must be whole hours, at most 7d")
+        except ValueError:
+            pass  # already reported by _check_tree
         ch = self.churn_spike
         if not 1 <= ch.min_baseline_weeks <= ch.baseline_weeks <= 8:
             errors.append("rules.churn_spike: need 1 <= min_baseline_weeks <= baseline_weeks <= 8")

@@ -86,6 +86,28 @@ def up_record(window: str) -> str:
 
 HOURLY_AMOUNT = "currency_livemode:stripe_charge_amount:increase1h"
 HOURLY_CHARGES = "currency_livemode:stripe_charges_succeeded:increase1h"
+HOURLY_REFUND_AMOUNT = "currency_livemode:stripe_refund_amount:increase1h"
+HOURLY_REFUNDS = "currency_livemode:stripe_refunds:increase1h"
+
+
+def covered(window: str) -> str:
+    """Series whose hourly record of successful charges already existed at the window's start: rolling() takes the
+    mean of the hours it has for the whole window, so a younger series (a new currency, the first day after
+    install) would be extrapolated from its first hours."""
+    start = parse_duration(window) // 3600 - 1
+    at = f" offset {start}h" if start else ""
+    return f"count by ({BY}) (present_over_time({HOURLY_CHARGES}[1h]{at}))"
+
+
+def rolling(hourly: str, window: str) -> str:
+    """A window's increase from the recorded hourly increases: their mean over the window times its hours.
+
+    An average, not a sum: unaffected by how often the hourly series was sampled. The edges are tapered over an
+    hour: an event counts a/1h of itself in its first hour (a: its age), fully from then until the window's
+    length, and fades out over the hour after (docs/detectors.md, "Refund ratio"). Only the hourly records read
+    raw samples (one hour per series); a raw 24-hour increase() at a 5 s scrape reads 17,280 samples per series.
+    """
+    return f"avg_over_time({hourly}[{window}]) * {parse_duration(window) // 3600}"
 
 
 def revenue_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
@@ -115,10 +137,8 @@ def window_records(cfg: RulesConfig, n: Names) -> list[dict[str, Any]]:
     r = cfg.revenue_drop
     hours = parse_duration(n.window) // 3600
 
-    # The mean of the rolling hourly increases over the window times its hours: the window's increase (edges
-    # tapered over an hour). An average, not a sum: unaffected by how often the hourly series was sampled.
     def total(hourly: str) -> str:
-        return f"avg_over_time({hourly}[{n.window}]) * {hours}"
+        return rolling(hourly, n.window)
 
     def weekly(series: str, by: str) -> dict[str, Any]:
         """The window at the same time of each previous week, labelled weeks_ago; a week counts only if the hourly
@@ -267,7 +287,8 @@ def refund_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
     f = cfg.refunds
     w = f.window
     by = "currency, livemode"
-    # Own record of the collected amount, by currency AND livemode (the revenue rules' may aggregate differently).
+    # Own records of the window's amounts and counts (the refund window may differ from revenue_drop's), built from
+    # the hourly records like revenue_drop's windows.
     revenue = f"currency:stripe_charge_amount_collected:increase{w}"
     refunded = f"currency:stripe_refund_amount:increase{w}"
     refunds = f"currency:stripe_refunds:increase{w}"
@@ -277,11 +298,32 @@ def refund_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
     expected = f"currency:stripe_refunds:expected_increase{w}"
     history = f"[{f.baseline_days}d:1d] offset 1d"
     q, args = "{currency=%q,livemode=%q}", "$labels.currency $labels.livemode"
-    rules = [
-        record(revenue, counter_increase(sel(cfg, "stripe_charge_amount_total"), w, by)),
-        record(succeeded, succeeded_increase(cfg, w, by=by)),
-        record(refunded, f"{counter_increase(sel(cfg, 'stripe_refund_amount_total'), w, by)}\nor\n{revenue} * 0"),
-        record(refunds, f"{counter_increase(sel(cfg, 'stripe_refunds_total'), w, by)}\nor\n{succeeded} * 0"),
+    # Whole-hour windows (the shipped day) from the hourly records; shorter ones (test setups) from raw samples.
+    hourly = parse_duration(w) % 3600 == 0
+    rules = []
+    if hourly:
+        # Level 1 (the revenue hourly records are revenue_rules'). Zero where the charges' hourly record exists but
+        # no refund was counted yet: a currency's first refunds must not start a series whose mean over its first
+        # hours would then be taken for the whole window.
+        rules += [
+            record(name, f"{counter_increase(sel(cfg, metric), '1h', by)}\nor\n{HOURLY_CHARGES} * 0")
+            for name, metric in (
+                (HOURLY_REFUND_AMOUNT, "stripe_refund_amount_total"),
+                (HOURLY_REFUNDS, "stripe_refunds_total"),
+            )
+        ]
+
+    def increase(name: str, raw: str) -> str:
+        return rolling(name, w) if hourly else raw
+
+    def counted(metric: str) -> str:
+        return counter_increase(sel(cfg, metric), w, by)
+
+    rules += [
+        record(revenue, increase(HOURLY_AMOUNT, counted("stripe_charge_amount_total"))),
+        record(succeeded, increase(HOURLY_CHARGES, succeeded_increase(cfg, w, by=by))),
+        record(refunded, f"{increase(HOURLY_REFUND_AMOUNT, counted('stripe_refund_amount_total'))}\nor\n{revenue} * 0"),
+        record(refunds, f"{increase(HOURLY_REFUNDS, counted('stripe_refunds_total'))}\nor\n{succeeded} * 0"),
         record(ratio, f"{refunded}\n/\n({revenue} > 0)"),
         # Refunds per successful charge over the previous completed days (day steps: no overlap with today),
         # once min_baseline_days are known, never below min_refund_rate_ratio.
@@ -309,7 +351,7 @@ def refund_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
                 f"{ratio} > {num(f.max_refund_ratio)}\n"
                 f"and on ({by})\n{refunds} >= on ({by}) {poisson_threshold(expected, f.z)}\n"
                 f"and on ({by})\n{refunds} >= on ({by}) {num(f.factor)} * {expected}\n"
-                f"and on ({by})\n{refunds} >= {f.min_refunds}"
+                f"and on ({by})\n{refunds} >= {f.min_refunds}" + (f"\nand on ({by})\n{covered(w)}" if hourly else "")
             ),
             for_duration=f.for_duration,
             keep_firing_for=f.keep_firing_for,
