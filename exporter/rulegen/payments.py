@@ -13,7 +13,7 @@ from typing import Any
 
 from exporter.rulegen.config import RulesConfig
 from exporter.rulegen.durations import format_duration, parse_duration
-from exporter.rulegen.promql import alert, bucket_increase, counter_increase, percent, query_value, record, sel
+from exporter.rulegen.promql import alert, counter_increase, percent, query_value, record, sel
 from exporter.rulegen.stats import larger, num, poisson_threshold, wilson_lower
 
 BY_CURRENCY = "currency, livemode"
@@ -434,11 +434,10 @@ def day_count_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
     recorded hourly counts when the window is whole hours (a test-only window of minutes is one bucket)."""
     w = cfg.fraud_spike.window
     bucket = HOUR if parse_duration(w) % parse_duration(HOUR) == 0 else w
-    up = sel(cfg, "up")
     attempts = f"job:stripe_charges:increase{bucket}"
     rules = []
     for metric in DAY_COUNTED:
-        counted = bucket_increase(sel(cfg, metric + "_total"), bucket, BY_JOB, up)
+        counted = counter_increase(sel(cfg, metric + "_total"), bucket, BY_JOB)
         # An hour with attempts but no failure (dispute, fraud warning) series yet records 0 rather than nothing.
         fill = "" if metric == DAY_COUNTED[0] else f"\nor\n{attempts} * 0"
         rules.append(record(f"job:{metric}:increase{bucket}", counted + fill))

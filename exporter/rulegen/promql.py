@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from exporter import panels
@@ -9,7 +10,7 @@ from exporter.money import THREE_DECIMAL, ZERO_DECIMAL
 from exporter.rulegen.config import RulesConfig
 from exporter.rulegen.durations import format_duration, parse_duration
 
-# How far before a window counter_increase() looks for earlier samples of a series (cost grows with it).
+# How far before a window counter_increase() looks for the job's earlier scrapes (a new install has none).
 MAX_BIRTH_LOOKBACK_SECONDS = 86400
 
 
@@ -21,47 +22,35 @@ def sel(cfg: RulesConfig, metric: str, *matchers: str) -> str:
 
 def counter_increase(selector: str, window: str, by: str, offset: str = "") -> str:
     """Increase of a counter over `window` (ending `offset` ago), summed by `by`, that also counts series born
-    inside the window.
+    inside the window, and never counts an old series' whole history after a monitoring gap.
 
     The exporter creates a labelled series (a dispute reason, a failure code, a new currency) at its first
-    increment, so the series' first sample is already 1 and plain increase() never sees that first event. Series
-    with samples before the window take increase() (which handles counter resets); series with none in the
-    stretch before the window (as long as the window, at most a day) were born inside it and count with their
-    whole value. Looking back a whole stretch rather than one instant keeps a scrape gap at the window's start
-    (a Prometheus restart) from making an old series look new and counting its entire history.
+    increment, so the series' first sample is already 1 and plain increase() never sees that first event. A series
+    absent at the window's start was born inside it and counts with its whole value, but only if the scrape at the
+    window's start succeeded (`up`, the job's up series, was 1 then), or if Prometheus had not scraped the job at
+    any hour mark of the day before (a new install). After a Prometheus outage or failed scrapes longer than the
+    window every old series would look new, and a window's count would jump by everything since the exporter
+    started (a card-testing or churn page after every long Prometheus upgrade): those series take increase()
+    instead, which sees what happened in the window after the gap, as every other series does (counter resets
+    included). An instant look at the window's start, not a stretch, so that a series recreated after an exporter
+    restart counts its first event too, and so that no rule reads a window of raw samples before its own.
     """
     at = f" offset {offset}" if offset else ""
-    start = format_duration(parse_duration(window) + (parse_duration(offset) if offset else 0))
-    before = format_duration(min(parse_duration(window), MAX_BIRTH_LOOKBACK_SECONDS))
-    existed = f"present_over_time({selector}[{before}] offset {start})"
-    return (
-        f"sum by ({by}) (\n"
-        f"    (increase({selector}[{window}]{at}) and {existed})\n"
-        f"  or\n"
-        f"    ({selector}{at} unless {existed})\n"
-        f")"
-    )
-
-
-def bucket_increase(selector: str, window: str, by: str, up: str) -> str:
-    """Increase of a counter over `window`, summed by `by`, for buckets that are summed into a longer window
-    (`sum_over_time(bucket[...:window])`), so an old series must never count its whole history in one of them.
-
-    A series absent at the window's start was born inside it and counts with its whole value (the exporter creates
-    a labelled series at its first increment), but only if the scrape at the window's start succeeded (`up`, the
-    job's up series, was 1 then), or if Prometheus had not scraped the job at any hour mark of the day before (a
-    new install). After a Prometheus outage or failed scrapes longer than the bucket every old series would look new,
-    and a day's dispute count would jump by all the disputes since the exporter started: those series take
-    increase() instead, which sees what happened in the window after the gap, as every other series does
-    (counter resets included). An instant look at the window's start, not a stretch, so that a series recreated
-    after an exporter restart counts its first event too.
-    """
-    start = f"offset {window}"
+    start = "offset " + format_duration(parse_duration(window) + (parse_duration(offset) if offset else 0))
+    up = job_up(selector)
     before = format_duration(MAX_BIRTH_LOOKBACK_SECONDS)
     # The day before read at its hour marks (24 points, not a day of raw `up` samples: 17,280 at a 5 s scrape).
-    scraped = f"({up} {start} == 1 or {up} unless present_over_time({up}[{before}:1h] {start}))"
-    born = f"(({selector} unless {selector} {start}) and on (job, instance) {scraped})"
-    return f"sum by ({by}) (\n    (increase({selector}[{window}]) unless {born})\n  or\n    {born}\n)"
+    scraped = f"({up} {start} == 1 or {up}{at} unless present_over_time({up}[{before}:1h] {start}))"
+    born = f"(({selector}{at} unless {selector} {start}) and on (job, instance) {scraped})"
+    return f"sum by ({by}) (\n    (increase({selector}[{window}]{at}) unless {born})\n  or\n    {born}\n)"
+
+
+def job_up(selector: str) -> str:
+    """The scrape job's `up` series for a selector made by sel() (every selector names the job)."""
+    job = re.search(r'job="[^"]*"', selector)
+    if job is None:
+        raise ValueError(f"selector without a job matcher: {selector}")
+    return f"up{{{job.group(0)}}}"
 
 
 def record(name: str, expr: str) -> dict[str, Any]:
