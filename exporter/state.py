@@ -32,7 +32,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +72,7 @@ READ_BUSY_TIMEOUT_SECONDS = 0.02
 # An episode of failed writes ends only after this long without a failure: a full disk still takes the odd
 # commit that fits in the WAL's allocated space, and readiness, the metric and the log must not flap with it.
 RECOVERY_QUIET_SECONDS = 5.0
-# Rows per key/value transaction. Id commits queue behind one chunk at most, so a chunk's write time is added to
-# the latency of every webhook arriving meanwhile. Upserting rows with random keys into a 250,000-row table (the
-# ledger after the ingest benchmark) costs ~20 us a row here up to 100 rows, 60 us a row at 1,000 (the dirty pages
-# outgrow SQLite's 2 MB page cache): 50 rows took 1.0 ms, 1,000 took 61 ms (2026-12-02, load 4-5), and 1,000-row
-# chunks were the make-bench p99 of 55 ms at 2,000 events/s (flush mean 97 ms).
-KV_CHUNK_ROWS = 50
+KV_CHUNK_ROWS = 1000  # rows per key/value transaction: id commits queue behind one chunk at most
 PRUNE_CHUNK_ROWS = 5000
 
 SEEN_ROWS_PER_STATEMENT = 2000  # ids per one-statement group commit (SQLite allows 32,766 parameters)
@@ -88,23 +83,6 @@ FRESH_START_HINT = "(the seen event ids are then lost: redeliveries of the last 
 @functools.lru_cache(maxsize=256)
 def _insert_seen_sql(rows: int) -> str:
     return "INSERT OR IGNORE INTO seen_events (id, received) VALUES " + ",".join(["(?, ?)"] * rows)
-
-
-@functools.lru_cache(maxsize=64)
-def _upsert_kv_sql(rows: int) -> str:
-    return (
-        "INSERT INTO kv (ns, key, value, updated) VALUES " + ",".join(["(?, ?, ?, ?)"] * rows)
-        + " ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, updated = excluded.updated"
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _delete_kv_sql(rows: int) -> str:
-    # The sub-select form: `(ns, key) IN (VALUES ...)` would scan the table instead of using the primary key.
-    return (
-        "DELETE FROM kv WHERE (ns, key) IN (SELECT column1, column2 FROM (VALUES "
-        + ",".join(["(?, ?)"] * rows) + "))"
-    )
 
 
 class StateError(Exception):
@@ -502,7 +480,7 @@ class StateStore:
                         "INSERT OR IGNORE INTO seen_events (id, received) VALUES (?, ?)", seen.items()
                     ))
                 if kv or prunes:
-                    upserts, deletes = self._kv_rows(kv.items(), now)
+                    upserts, deletes = self._kv_rows(kv, now)
                     self._transaction(lambda db: self._write_kv_rows(db, upserts, deletes, prunes))
         except BaseException as exc:
             for event_id, received in seen.items():
@@ -546,13 +524,12 @@ class StateStore:
         prunes, self._pending_prunes = self._pending_prunes, []
         self._inflight_kv.append(kv)
         try:
-            # A chunk's rows are serialised on the loop just before the worker writes them, and the loop answers
-            # webhooks while it does: one flush of thousands of rows never holds the loop for long.
-            items = list(kv.items())
-            for start in range(0, max(len(items), 1), KV_CHUNK_ROWS):
+            upserts, deletes = self._kv_rows(kv, now)
+            last = max(len(upserts), len(deletes), 1)
+            for start in range(0, last, KV_CHUNK_ROWS):
                 end = start + KV_CHUNK_ROWS
-                upserts, deletes = self._kv_rows(items[start:end], now)
-                await self._run(self._write_kv, upserts, deletes, prunes if end >= len(items) else [])
+                chunk_prunes = prunes if end >= last else []
+                await self._run(self._write_kv, upserts[start:end], deletes[start:end], chunk_prunes)
         except BaseException:
             # Written again whole by the next flush (upserts are idempotent; newer values put meanwhile win).
             self._restore_kv(kv, prunes)
@@ -583,19 +560,12 @@ class StateStore:
         self._pending_prunes[:0] = prunes
 
     @staticmethod
-    def _kv_rows(
-        items: Iterable[tuple[tuple[str, str], Any]], now: float | None
-    ) -> tuple[list[tuple], list[tuple]]:
+    def _kv_rows(kv: dict[tuple[str, str], Any], now: float | None) -> tuple[list[tuple], list[tuple]]:
         # Built (and values serialised) on the caller's thread: a worker thread doing this Python work would
         # hold the GIL in long stretches and stall the event loop.
         now_i = int(now if now is not None else time.time())
-        upserts: list[tuple] = []
-        deletes: list[tuple] = []
-        for (ns, k), v in items:
-            if v is _DELETED:
-                deletes.append((ns, k))
-            else:
-                upserts.append((ns, k, orjson.dumps(v), now_i))
+        upserts = [(ns, k, orjson.dumps(v), now_i) for (ns, k), v in kv.items() if v is not _DELETED]
+        deletes = [(ns, k) for (ns, k), v in kv.items() if v is _DELETED]
         return upserts, deletes
 
     def _write_kv(self, upserts: list[tuple], deletes: list[tuple], prunes: list[tuple[str, int]]) -> None:
@@ -606,15 +576,14 @@ class StateStore:
     @staticmethod
     def _write_kv_rows(db: sqlite3.Connection, upserts: list[tuple], deletes: list[tuple],
                        prunes: list[tuple[str, int]]) -> None:
-        # A chunk's rows in one statement, not executemany: a statement is one sqlite3_step, during which the
-        # writer holds no GIL, while executemany takes the GIL back after every row, and each take waits for a
-        # busy event loop to let go (up to a switch interval, 5 ms), with the id commits queued behind the chunk.
-        for start in range(0, len(upserts), KV_CHUNK_ROWS):
-            rows = upserts[start : start + KV_CHUNK_ROWS]
-            db.execute(_upsert_kv_sql(len(rows)), [v for row in rows for v in row])
-        for start in range(0, len(deletes), KV_CHUNK_ROWS):
-            rows = deletes[start : start + KV_CHUNK_ROWS]
-            db.execute(_delete_kv_sql(len(rows)), [v for row in rows for v in row])
+        if upserts:
+            db.executemany(
+                "INSERT INTO kv (ns, key, value, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
+                upserts,
+            )
+        if deletes:
+            db.executemany("DELETE FROM kv WHERE ns = ? AND key = ?", deletes)
         for ns, older_than in prunes:
             db.execute("DELETE FROM kv WHERE ns = ? AND updated < ?", (ns, older_than))
 

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from exporter.state import KV_CHUNK_ROWS, StateStore, StateUnavailable
+from exporter.state import StateStore, StateUnavailable
 
 NOW = 1_800_000_000
 
@@ -121,35 +121,6 @@ async def test_failed_key_value_flush_keeps_the_writes_pending_and_newer_ones_wi
     assert store.writable and not store.dirty
     assert _on_disk(path)[1] == {"k": b"2"}
     store.close()
-
-
-@pytest.mark.parametrize("background", [True, False])
-async def test_many_rows_are_written_and_deleted_in_chunks_of_one_statement(tmp_path, monkeypatch, background):
-    path = tmp_path / "s.sqlite3"
-    store = StateStore(path)
-    for i in range(2 * KV_CHUNK_ROWS + 7):
-        store.put("ns", f"k{i:04d}", i)
-        store.put("other", f"k{i:04d}", [i, "x"])
-    store.flush(NOW)
-    written = []
-    original = store._write_kv
-    monkeypatch.setattr(store, "_write_kv", lambda u, d, p: (written.append((len(u), len(d))), original(u, d, p)))
-    for i in range(0, 2 * KV_CHUNK_ROWS + 7, 2):  # every other key of "ns" goes, the rest of "ns" changes
-        store.delete("ns", f"k{i:04d}")
-        store.put("ns", f"k{i + 1:04d}", -i)
-    store.put("other", "k0000", None)
-    if background:
-        await store.flush_in_background(NOW)
-        assert len(written) > 1 and all(u + d <= KV_CHUNK_ROWS for u, d in written)
-    else:
-        store.flush(NOW)
-    store.close()
-    reopened = StateStore(path)
-    ns = dict(reopened.items("ns"))
-    assert ns == {f"k{i + 1:04d}": -i for i in range(0, 2 * KV_CHUNK_ROWS + 7, 2)}
-    other = dict(reopened.items("other"))
-    assert len(other) == 2 * KV_CHUNK_ROWS + 7 and other["k0000"] is None and other["k0001"] == [1, "x"]
-    reopened.close()
 
 
 async def _failed_commit(tmp_path, monkeypatch) -> tuple[StateStore, _Gate]:
