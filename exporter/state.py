@@ -74,6 +74,13 @@ READ_BUSY_TIMEOUT_SECONDS = 0.02
 RECOVERY_QUIET_SECONDS = 5.0
 KV_CHUNK_ROWS = 1000  # rows per key/value transaction: id commits queue behind one chunk at most
 PRUNE_CHUNK_ROWS = 5000
+# SQLite cuts the WAL back to journal_size_limit in the first commit after a checkpoint let it start over: that is
+# an id commit, and every webhook waiting for it waits for the ftruncate. With 4 MB, at 1,000 of the ingest
+# benchmark's events a second (each changed subscription is a 4 KB page in the WAL, so the WAL grows by MBs a
+# second), that ftruncate took up to 67 ms (strace) and the longest id commit was 77-96 ms; without the cut, 4-20 ms
+# (four runs alternated, load 4-5, 2026-12-02, with 50-row key/value chunks). 64 MB is far above what a second of
+# one account's traffic writes, and still bounds the file on disk after a burst.
+WAL_SIZE_LIMIT_BYTES = 64 << 20
 
 SEEN_ROWS_PER_STATEMENT = 2000  # ids per one-statement group commit (SQLite allows 32,766 parameters)
 
@@ -241,8 +248,8 @@ class StateStore:
                 # Checkpoints (copying the WAL into the database, two more fsyncs) would land in some webhook's
                 # commit; checkpoint() runs them from its own connection instead, which writers do not wait for.
                 self._wdb.execute("PRAGMA wal_autocheckpoint=0")
-                # Every small commit appends a page or two; once checkpointed, the WAL is cut back to this size.
-                self._wdb.execute(f"PRAGMA journal_size_limit={4 << 20}")
+                # Once checkpointed, the WAL is cut back to this size (WAL_SIZE_LIMIT_BYTES says why it is large).
+                self._wdb.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
                 self._cdb = _connect(self.path, 0)
             self._wdb.execute("UPDATE kv SET ns = substr(ns, 4) WHERE ns IN (?, ?)", PREFIXED_NAMESPACES)
         except sqlite3.Error as exc:
