@@ -242,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             end = time.time() + args.lead
             built = build_tsdb(data_dir, tmp, rules_dir=args.rules, days=args.days, events_per_day=args.events_per_day,
                                scrape=args.scrape_interval, end=end)  # fmt: skip
+            # Kept with the TSDB, so that a --reuse run reports the history it benches, not its own defaults.
+            built.update(days=args.days, events_per_day=args.events_per_day, scrape_interval=args.scrape_interval)
             if time.time() > end - 300:
                 _log("warning: preparation outlasted --lead; the newest samples are older than the lookback")
             if args.save:
@@ -250,8 +252,10 @@ def main(argv: list[str] | None = None) -> int:
                 (args.save / "build.json").write_text(json.dumps(built))
         bench_rules(tmp, args.rules, tmp / "rules", args.eval_interval)
         groups, rules = run_prometheus(data_dir, tmp, evaluations=args.evaluations, timeout=900)
-    print(f"rule group cost with {args.days:g} days at {args.events_per_day} events/day, scraped every "
-          f"{args.scrape_interval:g} s ({built['samples']} samples):")  # fmt: skip
+    # A TSDB kept before build.json held its shape: the flags are all there is to go by.
+    days, per_day = built.get("days", args.days), built.get("events_per_day", args.events_per_day)
+    print(f"rule group cost with {days:g} days at {per_day} events/day, scraped every "
+          f"{built.get('scrape_interval', args.scrape_interval):g} s ({built['samples']} samples):")  # fmt: skip
     visible = groups.pop("_visible", {})
     print(f"  series visible at evaluation time: {visible}")
     print(f"{'GROUP':34} {'RULES':>5} {'LATER':>5} {'FIRST':>10} {'MEDIAN':>10} {'MAX':>10}")
