@@ -12,22 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.rulegen.config import RulesConfig
-from exporter.rulegen.durations import format_duration, parse_duration
-from exporter.rulegen.promql import alert, counter_increase, percent, query_value, record, sel
+from exporter.rulegen.durations import parse_duration
+from exporter.rulegen.promql import alert, counter_increase, percent, points, query_value, record, sel
 from exporter.rulegen.stats import larger, num, poisson_threshold, wilson_lower
 
 BY_CURRENCY = "currency, livemode"
 BY_JOB = "job, livemode"
-
-
-def points(window: str) -> str:
-    """The range of a subquery that holds exactly window / step of its aligned points, `[points(w):step]`.
-
-    Subquery points sit on multiples of the step (whole hours, UTC midnights). Prometheus 2 closes a range at both
-    ends, so `[24h:1h]` evaluated on an hour mark holds 25 of them (the first hour twice); a minute less holds 24 at
-    any evaluation time, in Prometheus 3 (ranges open at the start) too.
-    """
-    return format_duration(parse_duration(window) - 60)
 
 
 def group(cfg: RulesConfig) -> dict[str, Any]:
@@ -267,7 +257,7 @@ def card_testing_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
     guest_failed_sel = sel(cfg, "stripe_charge_attempts_total", 'payer="guest"', 'outcome="failed"')
     step = f"[{t.baseline_days}d:{w}]"
     # A day of hourly points before the baseline counts (cold start below).
-    points = max(1, round(86400 / parse_duration(w)))
+    min_points = max(1, round(86400 / parse_duration(w)))
     q = "{job=%q,livemode=%q}"
     args = "$labels.job $labels.livemode"
     return [
@@ -279,7 +269,7 @@ def card_testing_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
         record(
             baseline,
             f"quantile_over_time({num(t.baseline_quantile)}, {failed}{step})\n"
-            f"and on ({BY_JOB})\ncount_over_time({failed}{step}) >= {points}",
+            f"and on ({BY_JOB})\ncount_over_time({failed}{step}) >= {min_points}",
         ),
         record(
             threshold,

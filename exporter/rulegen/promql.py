@@ -20,6 +20,16 @@ def sel(cfg: RulesConfig, metric: str, *matchers: str) -> str:
     return f"{metric}{{{inner}}}"
 
 
+def points(window: str) -> str:
+    """The range of a subquery that holds exactly window / step of its aligned points, `[points(w):step]`.
+
+    Subquery points sit on multiples of the step (whole hours, UTC midnights). Prometheus 2 closes a range at both
+    ends, so `[24h:1h]` evaluated on an hour mark holds 25 of them (the first hour twice); a minute less holds 24 at
+    any evaluation time, in Prometheus 3 (ranges open at the start) too.
+    """
+    return format_duration(parse_duration(window) - 60)
+
+
 def counter_increase(selector: str, window: str, by: str, offset: str = "") -> str:
     """Increase of a counter over `window` (ending `offset` ago), summed by `by`, that also counts series born
     inside the window, and never counts an old series' whole history after a monitoring gap.

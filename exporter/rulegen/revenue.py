@@ -12,7 +12,7 @@ from typing import Any
 
 from exporter.rulegen.config import RulesConfig
 from exporter.rulegen.durations import parse_duration
-from exporter.rulegen.promql import alert, counter_increase, percent, query_value, record, sel
+from exporter.rulegen.promql import alert, counter_increase, percent, points, query_value, record, sel
 from exporter.rulegen.stats import larger, num, poisson_threshold, scan_z, seasonal_margin
 
 
@@ -296,7 +296,7 @@ def refund_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
     ratio = f"currency:stripe_refund_amount:ratio_rate{w}"
     rate = f"currency:stripe_refunds:per_charge_{f.baseline_days}d"
     expected = f"currency:stripe_refunds:expected_increase{w}"
-    history = f"[{f.baseline_days}d:1d] offset 1d"
+    history = f"[{points(f'{f.baseline_days}d')}:1d] offset 1d"
     q, args = "{currency=%q,livemode=%q}", "$labels.currency $labels.livemode"
     # Whole-hour windows (the shipped day) from the hourly records; shorter ones (test setups) from raw samples.
     hourly = parse_duration(w) % 3600 == 0
