@@ -28,6 +28,7 @@ import yaml
 
 from exporter.history.prom import PrometheusProcess
 from exporter.rulegen.durations import parse_seconds
+from exporter.rulegen.promql import reads
 
 DEFAULT_LOOKBACK = 300.0
 _NOT_FINITE = frozenset(("NaN", "+Inf", "-Inf"))
@@ -155,7 +156,7 @@ def recording_levels(rules: list[Rule]) -> list[list[Rule]]:
 
 def _read_names(expr: str, names: set[str]) -> set[str]:
     """Which of `names` an expression reads."""
-    return {n for n in names if re.search(rf"(?<![\w:]){re.escape(n)}(?![\w:])", expr)}
+    return {n for n in names if reads(expr, n)}
 
 
 def alerting_rounds(rules: list[Rule], levels: list[list[Rule]]) -> list[list[Rule]]:

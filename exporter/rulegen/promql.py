@@ -20,6 +20,11 @@ def sel(cfg: RulesConfig, metric: str, *matchers: str) -> str:
     return f"{metric}{{{inner}}}"
 
 
+def reads(expr: str, name: str) -> bool:
+    """Whether a PromQL expression names the metric or record `name` (not as part of a longer name)."""
+    return re.search(rf"(?<![\w:]){re.escape(name)}(?![\w:])", expr) is not None
+
+
 def points(window: str) -> str:
     """The range of a subquery that holds exactly window / step of its aligned points, `[points(w):step]`.
 

@@ -4,7 +4,6 @@ dumper (never string templates), so the output is always valid YAML and byte-for
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import yaml
 
 from exporter.rulegen import anomalies, churn, exporter_health, payments, revenue, webhooks
 from exporter.rulegen.config import RulesConfig
+from exporter.rulegen.promql import reads
 
 # File name -> the group it holds (laid out as several groups, see layout()). One file per detector family keeps
 # promtool tests able to load only what they test.
@@ -99,7 +99,7 @@ def _chains(rules: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     recorded = {rule["record"]: i for i, rule in enumerate(rules) if "record" in rule}
     for i, rule in enumerate(rules):
         for name, j in recorded.items():
-            if re.search(rf"(?<![\w:]){re.escape(name)}(?![\w:])", rule["expr"]):
+            if reads(rule["expr"], name):
                 parent[root(i)] = root(j)
     chains: dict[int, list[dict[str, Any]]] = {}
     for i, rule in enumerate(rules):
