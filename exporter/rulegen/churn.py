@@ -29,7 +29,7 @@ def group(cfg: RulesConfig) -> dict[str, Any]:
     usual = f"livemode:stripe_subscription_cancellations:seasonal_median{w}"
     expect = f"livemode:stripe_subscription_cancellations:seasonal_expected{w}"
     margin = seasonal_margin(
-        weekly, "livemode", scan_z(parse_duration(w), c.false_alerts_per_30_days), parse_duration(w)
+        weekly, "livemode", scan_z(parse_duration(w), c.false_alerts_per_30_days), parse_duration(w), TREND
     )
     # Decisions to leave: immediate ends and newly scheduled ones. A scheduled end (ended_as_scheduled) was counted
     # when it was scheduled, and all such ends fall on the billing anchor; an end because a renewal went unpaid

@@ -190,7 +190,8 @@ def _significant(cfg: RulesConfig, n: Names, observed: str, usual: str, by: str)
     """The window's count of successful charges is improbably low for its seasonal expectation, which rests on
     enough charges and weeks, and the exporter was scraped for most of the window."""
     r = cfg.revenue_drop
-    margin = seasonal_margin(n.weekly(observed), by, window_z(cfg, n.window), parse_duration(n.window))
+    trend = TREND_ALL if by == BY_ALL else TREND
+    margin = seasonal_margin(n.weekly(observed), by, window_z(cfg, n.window), parse_duration(n.window), trend)
     return (
         f"and on ({by})\n({observed} or {usual} * 0)\n< clamp_min(sqrt({usual}) - {margin}, 0) ^ 2\n"
         f"and on ({by})\n{usual} >= {r.min_expected_charges}\n"

@@ -21,6 +21,11 @@ TREND_MIN = 0.5
 TREND_MAX = 2.0
 # Fewer weeks than this give no trend (factor 1): one past week is too noisy to scale every baseline by.
 TREND_MIN_WEEKS = 2
+# Nor does a level below this many a day. The trend's noise widens every decision's margin by the same factor at
+# any volume (10 % for the day window), while the bias it removes grows with the square root of the count: at 2-4 %
+# a week the two break even at 15-60 a day in the window. Below 50 a day (churn's tens of cancellations, a small
+# account's charges) the plain median and its narrower margin decide.
+TREND_MIN_LEVEL = 50
 # The level is the median of this many whole days: one week, so weekly seasonality cancels and one renewal day or
 # holiday among them does not move it. Two weeks would halve its noise, which every decision pays for
 # (seasonal_margin), but its past levels need a week more history: until they span the baseline's weeks the trend
@@ -97,7 +102,8 @@ def trend_records(t: Trend, hourly: str, by: str, weeks: int) -> list[dict[str, 
     parts = [f'label_replace(\n  {t.level} offset {k}w,\n  "weeks_ago", "{k}", "", ""\n)' for k in range(1, weeks + 1)]
     ratio = (
         f"clamp(\n  {t.level}\n  /\n  (quantile by ({by}) (0.5, {t.weekly}) > 0),\n  {TREND_MIN}, {TREND_MAX}\n)\n"
-        f"and on ({by})\ncount by ({by}) ({t.weekly}) >= {TREND_MIN_WEEKS}"
+        f"and on ({by})\ncount by ({by}) ({t.weekly}) >= {TREND_MIN_WEEKS}\n"
+        f"and on ({by})\n{t.level} >= {TREND_MIN_LEVEL}"
     )
     return [record(t.level, level), record(t.weekly, "\nor\n".join(parts)), record(t.ratio, ratio)]
 
@@ -107,14 +113,20 @@ def expected(usual: str, t: Trend, by: str) -> str:
     return f"{usual}\n* on ({by})\n(\n  {t.ratio}\n  or\n  {usual} * 0 + 1\n)"
 
 
-def seasonal_margin(weekly: str, by: str, z: float, window_seconds: int) -> str:
+def seasonal_margin(weekly: str, by: str, z: float, window_seconds: int, trend: Trend) -> str:
     """k in `sqrt(observed) ≶ sqrt(expected) ∓ k`, as a vector by `by`: sqrt of a Poisson count has variance 1/4
-    whatever its mean (Anscombe), widened by the baseline's own variance for the number of weeks it rests on and
-    by the trend's that scales it."""
+    whatever its mean (Anscombe), widened by the baseline's own variance for the number of weeks it rests on and,
+    where the trend scales it, by the trend's."""
     weeks = f"count by ({by}) ({weekly})"
-    trend = 1 + MEDIAN_VARIANCE * window_seconds / (LEVEL_DAYS * 86400)
+    trended = 1 + MEDIAN_VARIANCE * window_seconds / (LEVEL_DAYS * 86400)
 
-    def k(variance: float) -> str:
-        return num(round(z * math.sqrt((1 + variance) * trend) / 2, 3))
+    def k(variance: float, factor: float = 1.0) -> str:
+        return num(round(z * math.sqrt((1 + variance) * factor) / 2, 3))
 
-    return f"(\n  ({weeks} >= 4) * 0 + {k(MEDIAN_OF_FOUR_VARIANCE)}\n  or\n  {weeks} * 0 + {k(FEWER_WEEKS_VARIANCE)}\n)"
+    parts = [
+        f"({weeks} >= 4 and on ({by}) {trend.ratio}) * 0 + {k(MEDIAN_OF_FOUR_VARIANCE, trended)}",
+        f"({weeks} and on ({by}) {trend.ratio}) * 0 + {k(FEWER_WEEKS_VARIANCE, trended)}",
+        f"({weeks} >= 4) * 0 + {k(MEDIAN_OF_FOUR_VARIANCE)}",
+        f"{weeks} * 0 + {k(FEWER_WEEKS_VARIANCE)}",
+    ]
+    return "(\n  " + "\n  or\n  ".join(parts) + "\n)"
