@@ -192,9 +192,10 @@ def build() -> dict[str, Any]:
         m.timeseries(
             f"Collected revenue (rolling {drop.window}) vs baseline",
             f"Captured amount of successful charges over the last {drop.window}, per currency, against the median of "
-            f"the same {drop.window} of the previous {drop.baseline_weeks} weeks (dashed) and the level at which "
-            f"BillingWatchRevenueDrop warns ({_pct(drop.warning_drop_ratio)} below the baseline, dotted; it also "
-            f"needs significantly fewer charges). The baseline needs {drop.min_baseline_weeks} weeks of history.",
+            f"the same {drop.window} of the previous {drop.baseline_weeks} weeks scaled by the account's trend "
+            f"(dashed) and the level at which BillingWatchRevenueDrop warns ({_pct(drop.warning_drop_ratio)} below "
+            f"the baseline, dotted; it also needs significantly fewer charges). The baseline needs "
+            f"{drop.min_baseline_weeks} weeks of history.",
             [
                 m.target(per_currency(rec.revenue), "{{currency}}"),
                 m.target(per_currency(rec.revenue_baseline), "{{currency}} baseline"),

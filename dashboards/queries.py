@@ -77,7 +77,7 @@ class Recorded:
             dispute_ratio_month=f"job:stripe_disputes:ratio_rate{cfg.dispute_monthly.window}",
             early_fraud_warning_ratio_day=f"job:stripe_early_fraud_warnings:ratio_rate{day}",
             revenue=f"currency_livemode:stripe_charge_amount:increase{revenue}",
-            revenue_baseline=f"currency_livemode:stripe_charge_amount:seasonal_median{revenue}",
+            revenue_baseline=f"currency_livemode:stripe_charge_amount:seasonal_expected{revenue}",
             refunded=f"currency:stripe_refund_amount:increase{refunds}",
             refund_ratio=f"currency:stripe_refund_amount:ratio_rate{refunds}",
             delivery_delay_quantile=(

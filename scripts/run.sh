@@ -145,9 +145,10 @@ serve_args=(serve --listen "$WEBHOOK_LISTEN" --metrics-listen "$METRICS_LISTEN" 
 start exporter env BILLINGWATCH_PROMETHEUS_URL="$PROMETHEUS_URL" BILLINGWATCH_ALERTMANAGER_URL="$ALERTMANAGER_URL" \
   "$REPO/.venv/bin/billingwatch" "${serve_args[@]}"
 # External URLs: the addresses in every notification's links (the alert's source in Prometheus, Alertmanager).
-# 35 days of retention: revenue_drop compares with the same hours of the previous four weeks (rules.revenue_drop).
+# 40 days of retention: revenue_drop compares with the same hours of the previous four weeks, and its trend with
+# the level (the median of seven days) four weeks back, which reaches 36 days back (rules.revenue_drop).
 start prometheus prometheus --config.file="$RUN_DIR/prometheus.yml" --storage.tsdb.path="$DATA/prometheus" \
-  --storage.tsdb.retention.time=35d --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" --web.external-url="$PROMETHEUS_URL"
+  --storage.tsdb.retention.time=40d --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" --web.external-url="$PROMETHEUS_URL"
 start alertmanager prometheus-alertmanager --config.file="$RUN_DIR/alertmanager.yml" \
   --storage.path="$DATA/alertmanager" --web.listen-address="127.0.0.1:$ALERTMANAGER_PORT" --cluster.listen-address= \
   --web.external-url="$ALERTMANAGER_URL"

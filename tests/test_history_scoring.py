@@ -56,6 +56,18 @@ def test_another_detector_is_false_unless_the_label_allows_it_and_only_within_th
     assert [a for a, _ in s.false_alerts] == [stranger, too_late]
 
 
+
+def test_an_allowed_window_detector_is_tolerated_until_its_window_has_passed_the_anomaly() -> None:
+    # A total outage's lost charges stay in revenue_drop's day window for a day after it, beyond the 2 h aftermath;
+    # the labelled detector itself keeps the kind's aftermath.
+    lb = label("charge_failure_spike", EVAL_START + 10 * H, EVAL_START + 11 * H, allowed=("revenue_drop",))
+    in_window = alert("revenue_drop", EVAL_START + 17 * H, EVAL_START + 20 * H)
+    past_window = alert("revenue_drop", EVAL_START + 36 * H, EVAL_START + 37 * H)
+    late_spike = alert("charge_failure_spike", EVAL_START + 17 * H, EVAL_START + 18 * H)
+    s = run([in_window, past_window, late_spike], [lb])
+    assert s.outcomes[0].status == "missed"
+    assert [a for a, _ in s.false_alerts] == [late_spike, past_window]
+
 def test_keys_must_agree_where_the_alert_names_them() -> None:
     lb = label("duplicate_charge", EVAL_START + H, EVAL_START + 2 * H, keys={"customer": "cus_A"})
     other = alert("duplicate_charge", EVAL_START + 1.1 * H, EVAL_START + 2.1 * H, customer="cus_B")

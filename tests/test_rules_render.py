@@ -119,6 +119,7 @@ def test_thresholds_come_from_the_config() -> None:
         ({"charge_failure_spike": {"window": "an hour"}}, "rules.charge_failure_spike.window: not a Prometheus"),
         ({"dispute_monthly": {"warning_ratio": 1.5}}, "rules.dispute_monthly.warning_ratio: must be a fraction"),
         ({"fraud_spike": {"z": 0}}, "rules.fraud_spike.z: must be a z-score"),
+        ({"fraud_spike": {"false_alerts_per_30_days": 0}}, "rules.fraud_spike.false_alerts_per_30_days: must be above"),
         ({"charge_failure_spike": {"short_window": "2h"}}, "short_window < window < long_window"),
         ({"revenue_drop": {"warning_drop_ratio": 0.5}}, "warning_drop_ratio must be below critical_drop_ratio"),
         ({"webhook_lag": {"min_events": -1}}, "rules.webhook_lag.min_events: must not be negative"),

@@ -92,7 +92,7 @@ class TrafficSpec:
 # kind -> (detector expected to alert, allowed delay after the window, other detectors allowed meanwhile, aftermath)
 # `aftermath`: how long after the window alerts of the labelled or allowed detectors are consequences, not false.
 KINDS: dict[str, tuple[str | None, float, tuple[str, ...], float]] = {
-    "total_outage": ("charge_failure_spike", 30 * MINUTE, (), 2 * HOUR),
+    "total_outage": ("charge_failure_spike", 30 * MINUTE, ("revenue_drop",), 2 * HOUR),
     "partial_outage": ("charge_failure_spike", HOUR, ("revenue_drop",), DAY),
     "card_testing": ("charge_failure_spike", 30 * MINUTE, (), 2 * HOUR),
     "revenue_drop": ("revenue_drop", 6 * HOUR, ("refund_ratio",), 2 * DAY),
@@ -104,6 +104,12 @@ KINDS: dict[str, tuple[str | None, float, tuple[str, ...], float]] = {
     "negative_invoice": ("negative_invoice", 10 * MINUTE, (), 2 * HOUR),
     "silent_lapse": ("silent_lapse", 6 * HOUR, (), 2 * HOUR),
 }
+
+# A detector that judges a rolling window keeps seeing an anomaly's lost charges until its longest window has
+# passed (revenue_drop's day): where a label allows it, its alerts are consequences that long after the label's
+# window and delay, whatever the kind's own aftermath. An hour of total outage at the afternoon peak is a fifth of
+# a 6-hour window's charges.
+WINDOW_AFTERMATH: dict[str, float] = {"revenue_drop": DAY}
 
 
 @dataclass(frozen=True)
@@ -218,14 +224,17 @@ class ScenarioGenerator(HistoryGenerator):
 
     def rate_factor(self, t: float) -> float:
         """Expected volume at t relative to charges_per_day/DAY: growth x weekly shape x diurnal curve."""
+        return (1 + self.spec.growth_per_week) ** ((t - self.start) / WEEK) * self.shape(t)
+
+    def shape(self, t: float) -> float:
+        """The weekly shape x diurnal curve at t, without growth (for rates that already grow with the base)."""
         s = self.spec
-        growth = (1 + s.growth_per_week) ** ((t - self.start) / WEEK)
         weekday = datetime.fromtimestamp(t, UTC).weekday()
         weekday_level = 7 / (5 + 2 * s.weekend_factor)
         weekly = weekday_level * (s.weekend_factor if weekday >= 5 else 1.0)
         hour = (t % DAY) / HOUR
         diurnal = 1 + s.diurnal_amplitude * math.sin(2 * math.pi * (hour - s.peak_hour_utc + 6) / 24)
-        return growth * weekly * diurnal
+        return weekly * diurnal
 
     def _window(self, kind: str, t: float, *, livemode: bool = True) -> tuple[int, AnomalySpec] | None:
         for i, a in enumerate(self.anomaly_specs):
@@ -523,12 +532,14 @@ class ScenarioGenerator(HistoryGenerator):
                 self._one_off(t + self.rng.random() * step)
             succeeded = s.charges_per_day * step / DAY * f * (1 - s.decline_rate)
             subs_now = base_subs * (1 + s.growth_per_week) ** ((t - self.start) / WEEK)
-            churn = subs_now * s.monthly_churn / (30.4 * DAY) * step * f
+            # Cancellations and sign-ups follow the subscriber base, which already grows: only the shape applies.
+            shape = self.shape(t + step / 2)
+            churn = subs_now * s.monthly_churn / (30.4 * DAY) * step * shape
             spike = self._window("churn_spike", t)
             if spike is not None:
                 # Drawn in the loop, like normal churn, so that each cancellation sees the subscription as it is then.
                 churn *= spike[1].size or 5.0
-            signups = subs_now * (s.monthly_churn / 30.4 + max(0.0, weekly_growth)) / DAY * step * f
+            signups = subs_now * (s.monthly_churn / 30.4 + max(0.0, weekly_growth)) / DAY * step * shape
             for rate, make in (
                 (succeeded * s.dispute_rate, self._dispute), (succeeded * s.efw_rate, self._efw),
                 (succeeded * s.refund_rate, self._refund), (churn, self._cancel_one), (signups, self._sign_up),

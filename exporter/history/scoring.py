@@ -8,8 +8,9 @@ Only alerts that start firing inside the evaluated period count; the warm-up bef
   a `currency` label may catch a one-currency outage). Its delay is from the label's start to the first catch.
 - **Tolerated.** An alert of the label's detector or of a detector the label allows (knock-on effects: a revenue
   drop raises the refund ratio) that starts within the label's window plus delay plus aftermath is a consequence
-  of the anomaly, neither a catch nor false (e.g. the monthly dispute ratio after a dispute wave). Key rules as
-  for a catch.
+  of the anomaly, neither a catch nor false (e.g. the monthly dispute ratio after a dispute wave). An allowed
+  detector that judges a rolling window (revenue_drop) is tolerated until that window has passed the anomaly
+  (scenario.WINDOW_AFTERMATH: a day), even where the kind's aftermath is shorter. Key rules as for a catch.
 - **Test-mode alerts.** An alert labelled `livemode="false"` is routed to a non-paging receiver: counted apart,
   never false.
 - **False.** Every other alert: counted, with its alert-hours (firing time clipped to the evaluated period).
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.history.rules_eval import AlertSpan
-from exporter.history.scenario import Label
+from exporter.history.scenario import WINDOW_AFTERMATH, Label
 
 
 @dataclass
@@ -91,7 +92,10 @@ def matches(alert: AlertSpan, label: Label) -> bool:
 def tolerated(alert: AlertSpan, label: Label) -> bool:
     if alert.detector not in (*label.allowed, *((label.detector,) if label.detector else ())):
         return False
-    horizon = label.end + label.delay + label.aftermath
+    aftermath = label.aftermath
+    if alert.detector in label.allowed:
+        aftermath = max(aftermath, WINDOW_AFTERMATH.get(alert.detector, 0.0))
+    horizon = label.end + label.delay + aftermath
     return label.start <= alert.starts_at <= horizon and _keys_agree(alert, label)
 
 

@@ -67,6 +67,7 @@ class FraudRules:
     baseline_days: int
     min_baseline_days: int
     z: float
+    false_alerts_per_30_days: float
     factor: float
     min_disputes: int
     min_expected_ratio: float
@@ -219,6 +220,8 @@ class RulesConfig:
         ch = self.churn_spike
         if not 1 <= ch.min_baseline_weeks <= ch.baseline_weeks <= 8:
             errors.append("rules.churn_spike: need 1 <= min_baseline_weeks <= baseline_weeks <= 8")
+        if not 0 < self.fraud_spike.false_alerts_per_30_days <= 3:
+            errors.append("rules.fraud_spike.false_alerts_per_30_days: must be above 0 and at most 3")
         if not 0 < ch.false_alerts_per_30_days <= 3 or ch.min_increase_factor < 1:
             errors.append("rules.churn_spike: false_alerts_per_30_days in (0, 3], min_increase_factor >= 1")
         errors.extend(_payment_errors(self))

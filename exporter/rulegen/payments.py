@@ -14,7 +14,7 @@ from typing import Any
 from exporter.rulegen.config import RulesConfig
 from exporter.rulegen.durations import parse_duration
 from exporter.rulegen.promql import alert, counter_increase, percent, points, query_value, record, sel
-from exporter.rulegen.stats import larger, num, poisson_threshold, wilson_lower
+from exporter.rulegen.stats import larger, num, poisson_threshold, scan_z, wilson_lower
 
 BY_CURRENCY = "currency, livemode"
 BY_JOB = "job, livemode"
@@ -325,21 +325,24 @@ def count_spike_alerts(
     count, expected = f"job:{metric}:increase{f.window}", f"job:{metric}:expected_increase{f.window}"
     disputes = name == "BillingWatchDisputeSpike"
     windows = sustained_windows(f) if disputes else ()
-    levels = [("warning", f.z, f.factor, minimum)]
+    # The rolling day gets many correlated looks a day: its z is solved from the false-alert budget, as
+    # revenue_drop's; the completed-day windows change once a day and keep f.z.
+    day_z = scan_z(parse_duration(f.window), f.false_alerts_per_30_days)
+    levels = [("warning", day_z, f.factor, minimum)]
     if disputes:
         levels.append(("critical", f.critical_z, f.critical_factor, f.critical_min_disputes))
     out = []
     for severity, z, factor, least in levels:
         expr = spike_condition(count, expected, z, factor, least)
-        described = "from"
+        described = f"from z = {num(z)}"
         if severity == "warning" and windows:
             # `or` matches label sets without the metric name: whichever window holds, one alert per (job, livemode).
             expr = "\nor\n".join(
-                f"(\n{spike_condition(c, e, z, factor, least)}\n)"
-                for c, e in ((count, expected), *((f"job:{metric}:increase{w}", f"job:{metric}:expected_increase{w}")
-                                                 for w in windows))
+                f"(\n{spike_condition(c, e, wz, factor, least)}\n)"
+                for c, e, wz in ((count, expected, z), *((f"job:{metric}:increase{w}",
+                                                         f"job:{metric}:expected_increase{w}", f.z) for w in windows))
             )  # fmt: skip
-            described = "when the count of any of these windows reaches"
+            described = f"when the day reaches z = {num(z)} or a run of completed days z = {num(f.z)}"
         sustained = "".join(
             "; "
             + query_value(f"job:{metric}:increase{w}" + q, args)
@@ -364,7 +367,7 @@ def count_spike_alerts(
                     + f" expected from the previous {f.baseline_days} days (at least "
                     + f"{percent(f.min_expected_ratio)} of "
                     + query_value(f"job:stripe_charges_succeeded:increase{f.window}" + q, args)
-                    + f" successful charges){sustained}. {severity.capitalize()} {described} z = {num(z)}, "
+                    + f" successful charges){sustained}. {severity.capitalize()} {described}, "
                     f"{num(factor)} x the expected count and at least {least}."
                 ),
             )

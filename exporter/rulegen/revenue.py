@@ -13,7 +13,8 @@ from typing import Any
 from exporter.rulegen.config import RulesConfig
 from exporter.rulegen.durations import parse_duration
 from exporter.rulegen.promql import alert, counter_increase, percent, points, query_value, record, sel
-from exporter.rulegen.stats import larger, num, poisson_threshold, scan_z, seasonal_margin
+from exporter.rulegen.seasonal import Trend, expected, median_of_weeks, seasonal_margin, trend_records, weeks_ago
+from exporter.rulegen.stats import larger, num, poisson_threshold, scan_z
 
 
 def group(cfg: RulesConfig) -> dict[str, Any]:
@@ -70,6 +71,18 @@ class Names:
     def charges_all_usual(self) -> str:
         return f"livemode:stripe_charges_succeeded:seasonal_median{self.window}"
 
+    @property
+    def amount_expected(self) -> str:
+        return f"currency_livemode:stripe_charge_amount:seasonal_expected{self.window}"
+
+    @property
+    def charges_expected(self) -> str:
+        return f"currency_livemode:stripe_charges_succeeded:seasonal_expected{self.window}"
+
+    @property
+    def charges_all_expected(self) -> str:
+        return f"livemode:stripe_charges_succeeded:seasonal_expected{self.window}"
+
     def weekly(self, name: str) -> str:
         """The series `name` (one of the window's totals) at the same time of each previous week."""
         level, metric, _ = name.split(":")
@@ -88,6 +101,10 @@ HOURLY_AMOUNT = "currency_livemode:stripe_charge_amount:increase1h"
 HOURLY_CHARGES = "currency_livemode:stripe_charges_succeeded:increase1h"
 HOURLY_REFUND_AMOUNT = "currency_livemode:stripe_refund_amount:increase1h"
 HOURLY_REFUNDS = "currency_livemode:stripe_refunds:increase1h"
+# The account's trend, per currency and across currencies, from successful charges (exporter/rulegen/seasonal.py).
+# The amounts follow the counts' trend: their own would add the noise of a few large charges.
+TREND = Trend("currency_livemode:stripe_charges_succeeded")
+TREND_ALL = Trend("livemode:stripe_charges_succeeded")
 
 
 def covered(window: str) -> str:
@@ -123,6 +140,8 @@ def revenue_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
         record(up_record(w), f"min by (job) (avg_over_time({sel(cfg, 'up')}[{w}]))")
         for w in dict.fromkeys((r.short_window, r.window))
     ]
+    rules += trend_records(TREND, HOURLY_CHARGES, BY, r.baseline_weeks)
+    rules += trend_records(TREND_ALL, HOURLY_CHARGES, BY_ALL, r.baseline_weeks)
     for window in dict.fromkeys((r.short_window, r.window)):
         rules += window_records(cfg, Names(window))
     rules += [
@@ -141,24 +160,10 @@ def window_records(cfg: RulesConfig, n: Names) -> list[dict[str, Any]]:
         return rolling(hourly, n.window)
 
     def weekly(series: str, by: str) -> dict[str, Any]:
-        """The window at the same time of each previous week, labelled weeks_ago; a week counts only if the hourly
-        series already existed at the start of that window (a partial first window is not a baseline)."""
-        parts = []
-        for k in range(1, r.baseline_weeks + 1):
-            start = f"{k * 168 + hours - 1}h"
-            existed = f"count by ({by}) (present_over_time({HOURLY_CHARGES}[1h] offset {start}))"
-            shifted = f"{series} offset {k}w and on ({by}) {existed}"
-            parts.append(f'label_replace(\n  {shifted},\n  "weeks_ago", "{k}", "", ""\n)')
-        return record(n.weekly(series), "\nor\n".join(parts))
+        return record(n.weekly(series), weeks_ago(series, by, HOURLY_CHARGES, hours, r.baseline_weeks))
 
     def usual(name: str, series: str, by: str) -> dict[str, Any]:
-        # The median of three or more weeks ignores one anchor-day spike or holiday; with two weeks the smaller
-        # one (a spike in one of them cannot raise the baseline); with one week, that week.
-        u = n.weekly(series)
-        return record(
-            name,
-            f"quantile by ({by}) (0.5, {u})\nand on ({by})\ncount by ({by}) ({u}) >= 3\nor\nmin by ({by}) ({u})",
-        )
+        return record(name, median_of_weeks(n.weekly(series), by))
 
     return [
         record(n.amount, total(HOURLY_AMOUNT)),
@@ -170,6 +175,9 @@ def window_records(cfg: RulesConfig, n: Names) -> list[dict[str, Any]]:
         usual(n.amount_usual, n.amount, BY),
         usual(n.charges_usual, n.charges, BY),
         usual(n.charges_all_usual, n.charges_all, BY_ALL),
+        record(n.amount_expected, expected(n.amount_usual, TREND, BY)),
+        record(n.charges_expected, expected(n.charges_usual, TREND, BY)),
+        record(n.charges_all_expected, expected(n.charges_all_usual, TREND_ALL, BY_ALL)),
     ]
 
 
@@ -182,7 +190,8 @@ def _significant(cfg: RulesConfig, n: Names, observed: str, usual: str, by: str)
     """The window's count of successful charges is improbably low for its seasonal expectation, which rests on
     enough charges and weeks, and the exporter was scraped for most of the window."""
     r = cfg.revenue_drop
-    margin = seasonal_margin(n.weekly(observed), by, window_z(cfg, n.window))
+    trend = TREND_ALL if by == BY_ALL else TREND
+    margin = seasonal_margin(n.weekly(observed), by, window_z(cfg, n.window), parse_duration(n.window), trend)
     return (
         f"and on ({by})\n({observed} or {usual} * 0)\n< clamp_min(sqrt({usual}) - {margin}, 0) ^ 2\n"
         f"and on ({by})\n{usual} >= {r.min_expected_charges}\n"
@@ -192,13 +201,13 @@ def _significant(cfg: RulesConfig, n: Names, observed: str, usual: str, by: str)
 
 
 def drop_condition(cfg: RulesConfig, ratio: float) -> str:
-    """Per currency: the amount is `ratio` or more below its seasonal median over the long or the short window,
+    """Per currency: the amount is `ratio` or more below its seasonal expectation over the long or the short window,
     on significantly fewer successful charges (the value is the drop of the first window that qualifies)."""
     parts = []
     for n in _windows(cfg):
         parts.append(
-            f"(\n1 - ({n.amount} or {n.amount_usual} * 0) / ({n.amount_usual} > 0) >= {ratio}\n"
-            + _significant(cfg, n, n.charges, n.charges_usual, BY)
+            f"(\n1 - ({n.amount} or {n.amount_expected} * 0) / ({n.amount_expected} > 0) >= {ratio}\n"
+            + _significant(cfg, n, n.charges, n.charges_expected, BY)
             + "\n)"
         )
     return "\nor\n".join(parts)
@@ -224,12 +233,12 @@ def drop_alert(cfg: RulesConfig, severity: str, ratio: float) -> dict[str, Any]:
         labels={"detector": "revenue_drop", "severity": severity, "scope": "currency"},
         summary="Collected revenue is far below the same hours of previous weeks.",
         description=(
-            "{{ $labels.currency | toUpper }} revenue is {{ $value | humanizePercentage }} below the median of the "
-            f"same hours of the previous {r.baseline_weeks} weeks: {money(long.amount)} collected over the last "
-            f"{long.window} (usually {money(long.amount_usual)}, {count(long.charges)} successful charges, usually "
-            f"{count(long.charges_usual)}), {money(short.amount)} over the last {short.window} (usually "
-            f"{money(short.amount_usual)}); {severity} from {percent(ratio)} with fewer charges than chance "
-            "explains."
+            "{{ $labels.currency | toUpper }} revenue is {{ $value | humanizePercentage }} below the "
+            f"trend-adjusted median of the same hours of the previous {r.baseline_weeks} weeks: "
+            f"{money(long.amount)} collected over the last {long.window} (usually {money(long.amount_expected)}, "
+            f"{count(long.charges)} successful charges, usually {count(long.charges_expected)}), "
+            f"{money(short.amount)} over the last {short.window} (usually {money(short.amount_expected)}); "
+            f"{severity} from {percent(ratio)} with fewer charges than chance explains."
         ),
     )
 
@@ -241,8 +250,9 @@ def visible_currency_drop(cfg: RulesConfig) -> str:
     fades out of its window). Currencies below that volume are what the all-currency view is for."""
     r = cfg.revenue_drop
     return "\nor\n".join(
-        f"(\n1 - ({n.amount} or {n.amount_usual} * 0) / ({n.amount_usual} > 0) >= {r.warning_drop_ratio / 2:g}\n"
-        f"and on ({BY})\n{n.charges_usual} >= {3 * r.min_expected_charges}\n)"
+        f"(\n1 - ({n.amount} or {n.amount_expected} * 0) / ({n.amount_expected} > 0) >= "
+        f"{r.warning_drop_ratio / 2:g}\n"
+        f"and on ({BY})\n{n.charges_expected} >= {3 * r.min_expected_charges}\n)"
         for n in _windows(cfg)
     )
 
@@ -255,8 +265,8 @@ def all_currencies_alert(cfg: RulesConfig) -> dict[str, Any]:
     parts = []
     for n in _windows(cfg):
         parts.append(
-            f"(\n1 - ({n.charges_all} or {n.charges_all_usual} * 0) / ({n.charges_all_usual} > 0) >= "
-            f"{r.warning_drop_ratio}\n" + _significant(cfg, n, n.charges_all, n.charges_all_usual, BY_ALL) + "\n)"
+            f"(\n1 - ({n.charges_all} or {n.charges_all_expected} * 0) / ({n.charges_all_expected} > 0) >= "
+            f"{r.warning_drop_ratio}\n" + _significant(cfg, n, n.charges_all, n.charges_all_expected, BY_ALL) + "\n)"
         )
 
     def count(name: str) -> str:
@@ -271,12 +281,12 @@ def all_currencies_alert(cfg: RulesConfig) -> dict[str, Any]:
         labels={"detector": "revenue_drop", "severity": "warning", "scope": "all_currencies"},
         summary="Successful charges across all currencies are far below the same hours of previous weeks.",
         description=(
-            "Successful charges in all currencies together are {{ $value | humanizePercentage }} below the median "
-            f"of the same hours of the previous {r.baseline_weeks} weeks: {count(long.charges_all)} over the last "
-            f"{long.window} (usually {count(long.charges_all_usual)}), {count(short.charges_all)} over the last "
-            f"{short.window} (usually {count(short.charges_all_usual)}); warning from "
-            f"{percent(r.warning_drop_ratio)} with fewer charges than chance explains, when no single currency "
-            "explains it."
+            "Successful charges in all currencies together are {{ $value | humanizePercentage }} below the "
+            f"trend-adjusted median of the same hours of the previous {r.baseline_weeks} weeks: "
+            f"{count(long.charges_all)} over the last {long.window} (usually {count(long.charges_all_expected)}), "
+            f"{count(short.charges_all)} over the last {short.window} (usually {count(short.charges_all_expected)}); "
+            f"warning from {percent(r.warning_drop_ratio)} with fewer charges than chance explains, when no single "
+            "currency explains it."
         ),
     )
 

@@ -6,7 +6,6 @@ labels), so plain one-to-one matching applies.
 
 from __future__ import annotations
 
-import math
 from statistics import NormalDist
 
 
@@ -61,19 +60,3 @@ def scan_z(window_seconds: int, false_alerts_per_30_days: float) -> float:
         else:
             high = z
     return round(high, 3)
-
-
-# The variance of a seasonal baseline relative to one week's count: the median of four weekly counts (the mean of
-# the middle two) has about 0.30 times the variance of one count, the median of three 0.45; the smaller of two has
-# about 0.68 but sits about half a standard deviation low, which only makes a drop harder to call (0.45 covers it).
-MEDIAN_OF_FOUR_VARIANCE = 0.30
-FEWER_WEEKS_VARIANCE = 0.45
-
-
-def seasonal_margin(weekly: str, by: str, z: float) -> str:
-    """k in `sqrt(observed) ≶ sqrt(baseline) ∓ k`, as a vector by `by`: sqrt of a Poisson count has variance 1/4
-    whatever its mean (Anscombe), widened by the baseline's own variance for the number of weeks it rests on."""
-    weeks = f"count by ({by}) ({weekly})"
-    four = num(round(z * math.sqrt(1 + MEDIAN_OF_FOUR_VARIANCE) / 2, 3))
-    fewer = num(round(z * math.sqrt(1 + FEWER_WEEKS_VARIANCE) / 2, 3))
-    return f"(\n  ({weeks} >= 4) * 0 + {four}\n  or\n  {weeks} * 0 + {fewer}\n)"
