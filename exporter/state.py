@@ -727,7 +727,15 @@ class StateStore:
             self.flush()
 
     async def checkpoint(self) -> None:
-        """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, the writer), off the loop."""
+        """Copy the WAL into the database off the loop: first beside the writer (PASSIVE: never waits for, nor
+        blocks, it), then what the writer appended meanwhile, from the writer thread between two writes.
+
+        The second pass is what lets the WAL start over. SQLite rewrites the WAL from its beginning only after a
+        checkpoint copied every frame in it; under steady traffic the writer always appends a few frames while
+        the first pass runs, so the WAL never started over: after the ingest benchmark's 1M events it was
+        508 MB on disk and its index (`-shm`, mapped into the process) 7.1 MB of RSS, both growing with uptime
+        (2026-12-03). The second pass only copies the frames of the first pass's duration, so an id commit waits
+        for little (and a WAL kept small is never cut back, see WAL_SIZE_LIMIT_BYTES)."""
         if self._in_memory or self._closed:
             return
 
@@ -737,6 +745,12 @@ class StateStore:
                     self._cdb.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
         await asyncio.to_thread(run)
+        with contextlib.suppress(RuntimeError):  # the writer is closed: close() checkpoints on its own
+            await asyncio.wrap_future(self._writer.submit(self._catch_up))
+
+    def _catch_up(self) -> None:
+        with self._write_lock, contextlib.suppress(sqlite3.Error):  # a failed one is retried by the next
+            self._wdb.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
