@@ -134,10 +134,11 @@ class _SeenBatch:
 class _Writer:
     """The state's one writer thread, running jobs (plain callables) in the order they were queued.
 
-    Special machinery kept because the benchmark showed it matters: handing each group commit to a
-    ThreadPoolExecutor (submit with its Future and work item, a done callback, then call_soon_threadsafe) was about
-    12 % of the event loop's samples at saturation (py-spy, docs/benchmark.md). Here an id commit is one
-    SimpleQueue.put (C) on the loop and one call_soon_threadsafe back, which resolves the batch's one future.
+    Special machinery kept because the benchmark showed it matters: with a ThreadPoolExecutor (submit with its
+    Future and work item, a done callback, then call_soon_threadsafe) handing over a group commit and taking its
+    result back were 6.9 % of the event loop's samples at saturation; here an id commit is one SimpleQueue.put (C)
+    on the loop and one call_soon_threadsafe back, which resolves the batch's one future: 4.3 % (py-spy, server
+    pinned, 2026-12-03, docs/benchmark.md).
     Started with the first job (stores in memory never need it); close() runs what is queued, then ends it."""
 
     def __init__(self) -> None:
