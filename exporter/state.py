@@ -10,9 +10,9 @@ WAL is fsync'd by the checkpoint, once a second: an OS crash or a power loss can
 A failed commit acknowledges nothing: its requests are answered 503 (Stripe retries them), the ids are forgotten,
 and the store reports itself not writable until a write succeeds again.
 
-Every write runs in one worker thread, in order (`_executor`), never on the event loop: id commits, the
-detectors' key/value batch (written in chunks so id commits get in between) and pruning. Lookups read SQLite
-(the primary key) on the caller's thread.
+Every write runs in one writer thread (`_Writer`), in order, never on the event loop: id commits, the detectors'
+key/value batch (written in chunks of KV_CHUNK_ROWS rows, so an id commit waits behind one short chunk at most)
+and pruning. Lookups read SQLite (the primary key) on the caller's thread.
 
 At start the file is checked (`PRAGMA quick_check`) and locked to this process (a `flock` on `<path>.lock`);
 anything unusable raises StateError with a one-line reason naming the path and what to do. A state file that
@@ -29,10 +29,12 @@ import fcntl
 import functools
 import logging
 import os
+import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,11 @@ READ_BUSY_TIMEOUT_SECONDS = 0.02
 # An episode of failed writes ends only after this long without a failure: a full disk still takes the odd
 # commit that fits in the WAL's allocated space, and readiness, the metric and the log must not flap with it.
 RECOVERY_QUIET_SECONDS = 5.0
-KV_CHUNK_ROWS = 1000  # rows per key/value transaction: id commits queue behind one chunk at most
+# Rows per key/value transaction, written as one multi-row statement (one sqlite3_step: the writer takes the GIL
+# back once per chunk, not once per row as executemany does). Id commits queue behind one chunk at most: at the
+# ingest benchmark's 2,000 events/s a 1,000-row executemany chunk took 20-60 ms and the id commits waiting behind
+# it made the p99 (56 ms, 2026-12-03); 100 rows take about 2 ms.
+KV_CHUNK_ROWS = 100
 PRUNE_CHUNK_ROWS = 5000
 # SQLite cuts the WAL back to journal_size_limit in the first commit after a checkpoint let it start over: that is
 # an id commit, and every webhook waiting for it waits for the ftruncate. With 4 MB, at 1,000 of the ingest
@@ -92,6 +98,23 @@ def _insert_seen_sql(rows: int) -> str:
     return "INSERT OR IGNORE INTO seen_events (id, received) VALUES " + ",".join(["(?, ?)"] * rows)
 
 
+@functools.lru_cache(maxsize=128)
+def _upsert_kv_sql(rows: int) -> str:
+    return (
+        "INSERT INTO kv (ns, key, value, updated) VALUES " + ",".join(["(?, ?, ?, ?)"] * rows)
+        + " ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, updated = excluded.updated"
+    )
+
+
+@functools.lru_cache(maxsize=128)
+def _delete_kv_sql(rows: int) -> str:
+    return "DELETE FROM kv WHERE (ns, key) IN (VALUES " + ",".join(["(?, ?)"] * rows) + ")"
+
+
+def _flat(rows: list[tuple]) -> list[Any]:
+    return [v for row in rows for v in row]
+
+
 class StateError(Exception):
     """The state file cannot be used at all; the message is one line naming the path and what to do."""
 
@@ -106,6 +129,63 @@ class _SeenBatch:
     def __init__(self, ids: dict[str, int], future: asyncio.Future[None] | None):
         self.ids = ids
         self.future = future
+
+
+class _Writer:
+    """The state's one writer thread, running jobs (plain callables) in the order they were queued.
+
+    Special machinery kept because the benchmark showed it matters: with a ThreadPoolExecutor (submit with its
+    Future and work item, a done callback, then call_soon_threadsafe) handing over a group commit and taking its
+    result back were 6.9 % of the event loop's samples at saturation; here an id commit is one SimpleQueue.put (C)
+    on the loop and one call_soon_threadsafe back, which resolves the batch's one future: 4.3 % (py-spy, server
+    pinned, 2026-12-03, docs/benchmark.md).
+    Started with the first job (stores in memory never need it); close() runs what is queued, then ends it."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.closed = False
+
+    def put(self, job: Callable[[], None]) -> None:
+        if self.closed:
+            raise RuntimeError("the state writer is closed")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="state-writer", daemon=True)
+            self._thread.start()
+        self._queue.put(job)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """`fn(*args)` in the writer thread, as a future (for the few jobs a second that are not id commits)."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def job() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to whoever awaits the future, as an executor does
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        self.put(job)
+        return future
+
+    def _serve(self) -> None:
+        while (job := self._queue.get()) is not None:
+            job()
+
+    def stop(self) -> None:
+        """No more jobs; those queued still run (the thread ends after them)."""
+        if not self.closed:
+            self.closed = True
+            self._queue.put(None)
+
+    def close(self) -> None:
+        """stop(), and wait until every queued job has run."""
+        self.stop()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _connect(path: str, timeout: float) -> sqlite3.Connection:
@@ -259,7 +339,8 @@ class StateStore:
         # The checkpoint runs in a thread of its own (it must not wait behind id commits); close() takes this lock
         # so that it never closes the checkpoint connection under a checkpoint that a cancelled task left running.
         self._checkpoint_lock = threading.Lock()
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-writer")
+        self._writer = _Writer()
+        weakref.finalize(self, self._writer.stop)  # a store dropped without close() does not leave its thread
         self._pending_seen: dict[str, int] = {}
         self._pending_future: asyncio.Future[None] | None = None  # answered when the pending ids are committed
         self._inflight_seen: list[_SeenBatch] = []
@@ -324,18 +405,20 @@ class StateStore:
         batch = _SeenBatch(self._pending_seen, future)
         self._pending_seen = {}
         self._inflight_seen.append(batch)
-        loop = asyncio.get_running_loop()
         try:
-            job = self._executor.submit(self._write_seen, batch.ids)
+            self._writer.put(functools.partial(self._commit_batch, batch, asyncio.get_running_loop()))
         except RuntimeError as exc:  # the writer is shut down (closing): nobody may be left waiting
             self._seen_written(batch, exc)
-            return
 
-        def written(job: concurrent.futures.Future[None]) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: close() has written everything
-                loop.call_soon_threadsafe(self._seen_written, batch, job.exception())
-
-        job.add_done_callback(written)
+    def _commit_batch(self, batch: _SeenBatch, loop: asyncio.AbstractEventLoop) -> None:
+        """In the writer thread: commit a batch of ids, then wake the loop once to answer all of its requests."""
+        error: BaseException | None = None
+        try:
+            self._write_seen(batch.ids)
+        except Exception as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: close() has written everything
+            loop.call_soon_threadsafe(self._seen_written, batch, error)
 
     def _seen_written(self, batch: _SeenBatch, error: BaseException | None) -> None:
         if batch in self._inflight_seen:
@@ -372,7 +455,7 @@ class StateStore:
                 # One statement in autocommit mode is its own transaction: a single sqlite3_step, so the worker
                 # takes the GIL back once, not once per row and per BEGIN/COMMIT (a busy event loop hands the
                 # GIL over only every few ms).
-                self._wdb.execute(_insert_seen_sql(len(rows)), [v for row in rows for v in row])
+                self._wdb.execute(_insert_seen_sql(len(rows)), _flat(rows))
                 return
             self._transaction(lambda db: db.executemany(
                 "INSERT OR IGNORE INTO seen_events (id, received) VALUES (?, ?)", rows
@@ -487,7 +570,7 @@ class StateStore:
                         "INSERT OR IGNORE INTO seen_events (id, received) VALUES (?, ?)", seen.items()
                     ))
                 if kv or prunes:
-                    upserts, deletes = self._kv_rows(kv, now)
+                    upserts, deletes = self._kv_rows(kv.items(), now)
                     self._transaction(lambda db: self._write_kv_rows(db, upserts, deletes, prunes))
         except BaseException as exc:
             for event_id, received in seen.items():
@@ -531,12 +614,14 @@ class StateStore:
         prunes, self._pending_prunes = self._pending_prunes, []
         self._inflight_kv.append(kv)
         try:
-            upserts, deletes = self._kv_rows(kv, now)
-            last = max(len(upserts), len(deletes), 1)
+            rows = list(kv.items())
+            last = max(len(rows), 1)
             for start in range(0, last, KV_CHUNK_ROWS):
                 end = start + KV_CHUNK_ROWS
                 chunk_prunes = prunes if end >= last else []
-                await self._run(self._write_kv, upserts[start:end], deletes[start:end], chunk_prunes)
+                # Serialised a chunk at a time: the loop never spends more than a chunk's dumps in one go.
+                upserts, deletes = self._kv_rows(rows[start:end], now)
+                await self._run(self._write_kv, upserts, deletes, chunk_prunes)
         except BaseException:
             # Written again whole by the next flush (upserts are idempotent; newer values put meanwhile win).
             self._restore_kv(kv, prunes)
@@ -547,7 +632,7 @@ class StateStore:
     async def _run(self, job: Callable[..., None], *args: Any) -> None:
         """Run a write job in the writer thread; its failure marks the store unwritable (StateUnavailable)."""
         try:
-            await asyncio.wrap_future(self._executor.submit(job, *args))
+            await asyncio.wrap_future(self._writer.submit(job, *args))
         except sqlite3.Error as exc:
             self._note_failure(exc)
             raise StateUnavailable(str(exc)) from exc
@@ -567,12 +652,19 @@ class StateStore:
         self._pending_prunes[:0] = prunes
 
     @staticmethod
-    def _kv_rows(kv: dict[tuple[str, str], Any], now: float | None) -> tuple[list[tuple], list[tuple]]:
+    def _kv_rows(
+        kv: Iterable[tuple[tuple[str, str], Any]], now: float | None
+    ) -> tuple[list[tuple], list[tuple]]:
         # Built (and values serialised) on the caller's thread: a worker thread doing this Python work would
         # hold the GIL in long stretches and stall the event loop.
         now_i = int(now if now is not None else time.time())
-        upserts = [(ns, k, orjson.dumps(v), now_i) for (ns, k), v in kv.items() if v is not _DELETED]
-        deletes = [(ns, k) for (ns, k), v in kv.items() if v is _DELETED]
+        upserts: list[tuple] = []
+        deletes: list[tuple] = []
+        for (ns, k), v in kv:
+            if v is _DELETED:
+                deletes.append((ns, k))
+            else:
+                upserts.append((ns, k, orjson.dumps(v), now_i))
         return upserts, deletes
 
     def _write_kv(self, upserts: list[tuple], deletes: list[tuple], prunes: list[tuple[str, int]]) -> None:
@@ -583,14 +675,12 @@ class StateStore:
     @staticmethod
     def _write_kv_rows(db: sqlite3.Connection, upserts: list[tuple], deletes: list[tuple],
                        prunes: list[tuple[str, int]]) -> None:
-        if upserts:
-            db.executemany(
-                "INSERT INTO kv (ns, key, value, updated) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
-                upserts,
-            )
-        if deletes:
-            db.executemany("DELETE FROM kv WHERE ns = ? AND key = ?", deletes)
+        for start in range(0, len(upserts), KV_CHUNK_ROWS):
+            part = upserts[start : start + KV_CHUNK_ROWS]
+            db.execute(_upsert_kv_sql(len(part)), _flat(part))
+        for start in range(0, len(deletes), KV_CHUNK_ROWS):
+            part = deletes[start : start + KV_CHUNK_ROWS]
+            db.execute(_delete_kv_sql(len(part)), _flat(part))
         for ns, older_than in prunes:
             db.execute("DELETE FROM kv WHERE ns = ? AND updated < ?", (ns, older_than))
 
@@ -627,7 +717,7 @@ class StateStore:
             with self._write_lock:
                 count[0] = self._wdb.execute("SELECT count(*) FROM seen_events").fetchone()[0]
 
-        await asyncio.wrap_future(self._executor.submit(counting))
+        await asyncio.wrap_future(self._writer.submit(counting))
         return total, count[0]
 
     def prune_namespace(self, ns: str, older_than: float) -> None:
@@ -638,7 +728,15 @@ class StateStore:
             self.flush()
 
     async def checkpoint(self) -> None:
-        """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, the writer), off the loop."""
+        """Copy the WAL into the database off the loop: first beside the writer (PASSIVE: never waits for, nor
+        blocks, it), then what the writer appended meanwhile, from the writer thread between two writes.
+
+        The second pass is what lets the WAL start over. SQLite rewrites the WAL from its beginning only after a
+        checkpoint copied every frame in it; under steady traffic the writer always appends a few frames while
+        the first pass runs, so the WAL never started over: after the ingest benchmark's 1M events it was
+        508 MB on disk and its index (`-shm`, mapped into the process) 7.1 MB of RSS, both growing with uptime
+        (2026-12-03). The second pass only copies the frames of the first pass's duration, so an id commit waits
+        for little (and a WAL kept small is never cut back, see WAL_SIZE_LIMIT_BYTES)."""
         if self._in_memory or self._closed:
             return
 
@@ -648,6 +746,12 @@ class StateStore:
                     self._cdb.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
         await asyncio.to_thread(run)
+        with contextlib.suppress(RuntimeError):  # the writer is closed: close() checkpoints on its own
+            await asyncio.wrap_future(self._writer.submit(self._catch_up))
+
+    def _catch_up(self) -> None:
+        with self._write_lock, contextlib.suppress(sqlite3.Error):  # a failed one is retried by the next
+            self._wdb.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
@@ -658,7 +762,7 @@ class StateStore:
         """Write what is pending and close. Raises StateUnavailable when that last write fails."""
         if self._closed:
             return
-        self._executor.shutdown(wait=True)  # writes under way finish first
+        self._writer.close()  # writes under way and queued finish first
         try:
             self.flush()
         except sqlite3.Error as exc:
