@@ -186,11 +186,10 @@ def _windows(cfg: RulesConfig) -> list[Names]:
     return [Names(w) for w in dict.fromkeys((r.window, r.short_window))]
 
 
-def _significant(cfg: RulesConfig, n: Names, observed: str, usual: str, by: str) -> str:
+def _significant(cfg: RulesConfig, n: Names, observed: str, usual: str, by: str, trend: Trend) -> str:
     """The window's count of successful charges is improbably low for its seasonal expectation, which rests on
     enough charges and weeks, and the exporter was scraped for most of the window."""
     r = cfg.revenue_drop
-    trend = TREND_ALL if by == BY_ALL else TREND
     margin = seasonal_margin(n.weekly(observed), by, window_z(cfg, n.window), parse_duration(n.window), trend)
     return (
         f"and on ({by})\n({observed} or {usual} * 0)\n< clamp_min(sqrt({usual}) - {margin}, 0) ^ 2\n"
@@ -207,7 +206,7 @@ def drop_condition(cfg: RulesConfig, ratio: float) -> str:
     for n in _windows(cfg):
         parts.append(
             f"(\n1 - ({n.amount} or {n.amount_expected} * 0) / ({n.amount_expected} > 0) >= {ratio}\n"
-            + _significant(cfg, n, n.charges, n.charges_expected, BY)
+            + _significant(cfg, n, n.charges, n.charges_expected, BY, TREND)
             + "\n)"
         )
     return "\nor\n".join(parts)
@@ -266,7 +265,9 @@ def all_currencies_alert(cfg: RulesConfig) -> dict[str, Any]:
     for n in _windows(cfg):
         parts.append(
             f"(\n1 - ({n.charges_all} or {n.charges_all_expected} * 0) / ({n.charges_all_expected} > 0) >= "
-            f"{r.warning_drop_ratio}\n" + _significant(cfg, n, n.charges_all, n.charges_all_expected, BY_ALL) + "\n)"
+            f"{r.warning_drop_ratio}\n"
+            + _significant(cfg, n, n.charges_all, n.charges_all_expected, BY_ALL, TREND_ALL)
+            + "\n)"
         )
 
     def count(name: str) -> str:

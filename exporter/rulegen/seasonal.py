@@ -1,4 +1,4 @@
-"""Seasonal baselines shared by revenue_drop and churn_spike, as PromQL (docs/detectors.md, "Seasonal baselines").
+"""Seasonal baselines shared by revenue_drop and churn_spike, as PromQL (docs/detectors.md, "The trend").
 
 A window is compared with the same window 1..N weeks earlier (weekly and daily seasonality compare like with
 like), through the median of those weeks (one anchor-day spike or holiday does not move it), scaled by the
