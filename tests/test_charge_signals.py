@@ -62,6 +62,26 @@ def test_a_payer_retrying_within_an_hour_is_one_failing_payer(setup) -> None:
     assert value(m, "stripe_charges_failed_total", currency="usd", failure_code="card_declined", livemode="true") == 9
 
 
+def test_processing_failures_count_their_payers_apart_from_card_declines(setup) -> None:
+    acc, m = setup
+    name = "stripe_charge_processing_failed_payers_total"
+    apply(acc, "charge.failed", failed("cus_A", T0))  # a card decline: not a processing failure
+    down = samples.charge(customer="cus_A", status="failed", failure_code="processing_error", created=T0 + 60,
+                          livemode=True)  # fmt: skip
+    apply(acc, "charge.failed", down)  # the same payer, now failing for the processor: counted once here
+    apply(acc, "charge.failed", {**down, "id": "ch_retry", "created": T0 + 120})  # its retry: not again
+    issuer = samples.charge(customer="cus_B", status="failed", failure_code="card_declined", created=T0 + 90,
+                            livemode=True)  # fmt: skip
+    issuer["outcome"]["reason"] = "issuer_not_available"  # a decline code saying the issuer could not be reached
+    apply(acc, "charge.failed", issuer)
+    test = samples.charge(customer="cus_T", status="failed", failure_code="processing_error", created=T0,
+                          livemode=False)  # fmt: skip
+    apply(acc, "charge.failed", test)
+    assert value(m, name, livemode="true") == 2
+    assert value(m, name, livemode="false") == 1
+    assert value(m, "stripe_charge_failed_payers_total", currency="usd", livemode="true") == 2  # unchanged
+
+
 def test_invoice_attempts_by_session_and_retry_in_both_api_shapes(setup) -> None:
     acc, m = setup
     renewal = samples.invoice(billing_reason="subscription_cycle", status="open", basil=True, livemode=True)
