@@ -68,6 +68,34 @@ def test_layout_cuts_a_long_group_along_its_chains_and_keeps_rule_order() -> Non
     assert layout(small) == [small]
 
 
+def test_a_lead_is_a_group_of_its_own_ahead_of_the_rest() -> None:
+    """A latency-critical path (payments.group's outage path) is evaluated whole, first; the rest is laid out as
+    before behind it."""
+    chain = [_record("a:x:n0", "sum(x)")] + [_record(f"a:x:n{i}", f"a:x:n{i - 1} + 1") for i in range(1, 20)]
+    lead = [_record("f:z:n0", "sum(z)"), _record("f:z:n1", "f:z:n0 * 2")]
+    groups = layout({"name": "g", "interval": "1m", "lead": lead, "rules": chain})
+    assert [g["name"] for g in groups] == ["g", "g-2", "g-3"]
+    assert [g["rules"] for g in groups] == [lead, chain[:10], chain[10:]]
+    assert all("lead" not in g for g in groups)
+
+
+def test_the_outage_path_reaches_its_alerts_across_one_group_boundary() -> None:
+    """From the raw counters to the on-session failure alerts over 15 minutes: the lead group, then the alerts'
+    own (a live Prometheus adds up to one interval per boundary; it was three)."""
+    doc = yaml.safe_load(render(build_config().rules)["billingwatch-payments.yml"])
+    lead = {r["record"] for r in doc["groups"][0]["rules"]}
+    assert "job:stripe_charges_on_session_failed:wilson_lower15m" in lead
+    assert "job:stripe_charge_processing_failed_payers:increase15m" in lead
+    on_alerts = [
+        (n, r) for n, g in enumerate(doc["groups"]) for r in g["rules"] if r.get("labels", {}).get("session") == "on"
+    ]
+    assert {r["labels"]["severity"] for _, r in on_alerts} == {"warning", "critical"}
+    for _, rule in on_alerts:
+        assert "job:stripe_charges_on_session_failed:wilson_lower15m" in rule["expr"]
+        assert "job:stripe_charge_processing_failed_payers:increase15m" in rule["expr"]
+        assert ":spike" not in rule["expr"]
+
+
 def test_rules_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules", "--check", "--output", str(RULES_DIR)]) == 0
     out = tmp_path / "rules"

@@ -45,6 +45,8 @@ class ChargeFailureRules:
     critical_ratio: float
     min_failures: int
     min_failing_payers: int
+    processing_false_alerts_per_30_days: float
+    processing_min_failing_payers: int
     for_duration: str
     keep_firing_for: str
 
@@ -254,6 +256,11 @@ def _payment_errors(cfg: RulesConfig) -> list[str]:
         pass  # already reported by _check_tree
     if c.min_threshold_ratio > c.max_threshold_ratio:
         errors.append("rules.charge_failure_spike: min_threshold_ratio must not exceed max_threshold_ratio")
+    if not 0 < c.processing_false_alerts_per_30_days <= 3 or c.processing_min_failing_payers < 2:
+        errors.append(
+            "rules.charge_failure_spike: processing_false_alerts_per_30_days in (0, 3],"
+            " processing_min_failing_payers >= 2"
+        )
     for section in ("charge_failure_spike", "card_testing", "fraud_spike", "refunds", "dispute_monthly"):
         for name in ("z", "critical_z"):
             value = getattr(getattr(cfg, section), name, None)

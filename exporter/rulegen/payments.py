@@ -21,11 +21,42 @@ BY_JOB = "job, livemode"
 
 
 def group(cfg: RulesConfig) -> dict[str, Any]:
+    rules = charge_failure_rules(cfg)
+    lead = outage_path(cfg, rules)
     return {
         "name": "billingwatch-payments",
         "interval": cfg.intervals.payments,
-        "rules": charge_failure_rules(cfg) + card_testing_rules(cfg) + fraud_rules(cfg) + monthly_dispute_rules(cfg),
+        # In a group of its own, in this order: Prometheus evaluates a group's rules one after another at one
+        # timestamp, so the 15-minute path crosses no group boundary (each costs up to an interval) until the
+        # spike record.
+        "lead": lead,
+        "rules": [r for r in rules if r not in lead]
+        + card_testing_rules(cfg)
+        + fraud_rules(cfg)
+        + monthly_dispute_rules(cfg),
     }
+
+
+def outage_path(cfg: RulesConfig, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records from the raw counters to the on-session Wilson bound over the short window and the fast path's
+    count, in rule order (each one's inputs come before it). The spike and the alerts, which also read the hour
+    windows and the baseline, stay with those."""
+    on = scopes(cfg)[0]
+    w = cfg.charge_failure_spike.short_window
+    names = {
+        f"job:stripe_charge_attempts:increase{w}",
+        f"job:stripe_charge_attempts_failed:increase{w}",
+        f"job:stripe_charges_off_session:increase{w}",
+        f"job:stripe_charges_off_session_failed:increase{w}",
+        on.a(w),
+        on.f(w),
+        on.p(w),
+        on.k(w),
+        on.n(w),
+        on.wilson(w),
+        f"{PROCESSING}:increase{w}",
+    }
+    return [r for r in rules if r.get("record") in names]
 
 
 # ---------------------------------------------------------------------------------------------------- failures
@@ -122,10 +153,12 @@ def charge_failure_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
             ),
             record(currency.p(w), counter_increase(sel(cfg, "stripe_charge_failed_payers_total"), w, BY_CURRENCY)),
         ]
+    rules += processing_rules(cfg)
     for scope in (on, off, currency):
         rules += scope_rules(cfg, scope)
     rules += [
-        failure_alert(cfg, on, "warning", on.spike, "Checkout charge failures are far above normal."),
+        # The expression rather than the spike record: one group boundary less between the counts and the alert.
+        failure_alert(cfg, on, "warning", spike_expr(cfg, on), "Checkout charge failures are far above normal."),
         failure_alert(
             cfg, on, "critical", spike_expr(cfg, on, critical=True), "Most checkout charges are failing: an outage."
         ),
@@ -142,6 +175,51 @@ def charge_failure_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
         ),
     ]
     return rules
+
+
+PROCESSING = "job:stripe_charge_processing_failed_payers"
+
+
+def processing_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
+    """The outage fast path's counts and its r: processing-failing payers in the short window, and how many of
+    them make chance about `processing_false_alerts_per_30_days` a month at the account's own ratio."""
+    c = cfg.charge_failure_spike
+    step = c.window
+    days = f"[{points(f'{c.baseline_days}d')}:{step}]"
+    steps_per_day = 86400 // parse_duration(step)
+    per_step = f"job:stripe_charge_attempts:increase{step}"
+    attempts = f"sum_over_time({per_step}{days})"
+    failed = f"sum_over_time({PROCESSING}:increase{step}{days})"
+    known = f"count_over_time({per_step}{days}) >= {steps_per_day * c.min_baseline_days}"
+    # Runs of r processing failures happen about M * p^r times a month (M attempts a month, p the ratio; card
+    # declines in between do not break a run, a success does): r = ln(budget / M) / ln(p), rounded up.
+    monthly = f"({30 * steps_per_day} * avg_over_time({per_step}{days}))"
+    needed = (
+        f"clamp_min(\n  ceil(ln({num(c.processing_false_alerts_per_30_days)} / {monthly})"
+        f" / ln({PROCESSING}:ratio_baseline{c.baseline_days}d)),\n  {c.processing_min_failing_payers}\n)"
+    )
+    sel_ = sel(cfg, "stripe_charge_processing_failed_payers_total")
+    return [record(f"{PROCESSING}:increase{w}", counter_increase(sel_, w, BY_JOB)) for w in (c.short_window, step)] + [
+        # (failures + 1) / (attempts + 2) over the last days: never 0 (an account that has not seen one yet), and
+        # an outage in those days raises it (and r) for a week rather than being forgotten.
+        record(
+            f"{PROCESSING}:ratio_baseline{c.baseline_days}d",
+            f"(({failed} or {attempts} * 0) + 1)\n/\n({attempts} + 2)\nand on ({BY_JOB})\n{known}",
+        ),
+        record(f"{PROCESSING}:needed{c.short_window}", needed),
+    ]
+
+
+def processing_outage(cfg: RulesConfig) -> str:
+    """Nothing succeeded in the short window while r payers failed with processing errors; the value is the
+    window's failure ratio (1: every attempt failed)."""
+    w = cfg.charge_failure_spike.short_window
+    every, failed = f"job:stripe_charge_attempts:increase{w}", f"job:stripe_charge_attempts_failed:increase{w}"
+    return (
+        f"{failed} / ({every} > 0)\n"
+        f"and on ({BY_JOB}) {PROCESSING}:increase{w} >= on ({BY_JOB}) {PROCESSING}:needed{w}\n"
+        f"and on ({BY_JOB}) ({every} - {failed}) < 0.5"
+    )
 
 
 def scope_rules(cfg: RulesConfig, s: Scope) -> list[dict[str, Any]]:
@@ -198,6 +276,8 @@ def spike_expr(cfg: RulesConfig, s: Scope, *, critical: bool = False) -> str:
         if w == c.long_window:
             cond += f"\nand on ({s.by}) {s.ratio(c.window)} > on ({s.by}) {s.threshold}"
         branches.append(f"(\n{cond}\n)")
+    if s.level == "job" and s.payers:
+        branches.append(f"(\n{processing_outage(cfg)}\n)")
     # `or` matches label sets without the metric name: whichever window holds, one alert per (job, livemode).
     return "\nor\n".join(branches)
 

@@ -63,10 +63,18 @@ def layout(group: dict[str, Any]) -> list[dict[str, Any]]:
 
     The rules are cut along their independent chains (no rule of one chain reads a record of another), and a chain
     longer than the limit into consecutive runs in rule order; the pieces are packed, in order, into groups named
-    like the original (the first keeps its name, the others get -2, -3, ...). Groups run concurrently, each on its
+    like the original (the first keeps its name, the others get -2, -3, ...); a group's `lead` rules come first, as
+    a group of their own. Groups run concurrently, each on its
     own schedule: a rule reading a record of an earlier run of its chain sees that record's latest evaluation, at
     most one interval old (in promtool tests, group_eval_order evaluates the groups in order, without that lag).
     """
+    lead = group.get("lead", [])
+    if lead:
+        # A latency-critical path, kept whole in the first group (see payments.group).
+        assert len(lead) <= MAX_RULES_PER_GROUP, f"{group['name']}: lead of {len(lead)} rules"
+        rest = {k: v for k, v in group.items() if k != "lead"}
+        laid = layout(rest)
+        return [{**rest, "rules": lead}] + [{**g, "name": f"{group['name']}-{n}"} for n, g in enumerate(laid, 2)]
     rules = group["rules"]
     if len(rules) <= MAX_RULES_PER_GROUP:
         return [group]
