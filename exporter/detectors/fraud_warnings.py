@@ -18,6 +18,7 @@ import sys
 from collections import deque
 from typing import Any
 
+from exporter.detectors.base import key_hash
 from exporter.detectors.board import AnomalyBoard
 from exporter.money import normalize_currency, to_major
 from exporter.stripe_shapes import get_int, get_str
@@ -35,18 +36,13 @@ def _shared(value: Any) -> Any:
     return sys.intern(value) if type(value) is str else value
 
 
-def _key(charge_id: str) -> int:
-    """60 bits of the id's hash: an int of two 30-bit digits (32 bytes) rather than three (48)."""
-    return hash(charge_id) & 0x0FFF_FFFF_FFFF_FFFF
-
-
 class EarlyFraudWarningDetector:
     name = "early_fraud_warning"
 
     def __init__(self, board: AnomalyBoard, remembered: int = REMEMBERED_CHARGES):
         self.board = board
         self.remembered = remembered
-        # _key(charge id) -> the charge's raw (customer, amount, currency). A 60-bit hash stands for the id, as a
+        # key_hash(charge id) -> the charge's raw (customer, amount, currency). A 60-bit hash stands for the id, as a
         # 64-bit one does in duplicate_charge: a warning matching another charge by collision has odds of ~10^-13
         # at 50,000 charges.
         self._charges: dict[int, tuple[Any, Any, Any]] = {}
@@ -63,7 +59,7 @@ class EarlyFraudWarningDetector:
             # Raw values, read only if a warning comes: this runs for every charge.
             charge_id = obj.get("id")
             charges = self._charges
-            if isinstance(charge_id, str) and (key := _key(charge_id)) not in charges:
+            if isinstance(charge_id, str) and (key := key_hash(charge_id)) not in charges:
                 charges[key] = (_shared(obj.get("customer")), obj.get("amount"), _shared(obj.get("currency")))
                 self._order.append(key)
                 if len(charges) > self.remembered:
@@ -73,7 +69,7 @@ class EarlyFraudWarningDetector:
 
     def _warning(self, event: dict[str, Any], warning: dict[str, Any], received: float) -> None:
         charge_id = get_str(warning, "charge")
-        raw = self._charges.get(_key(charge_id), (None, None, None)) if charge_id else (None, None, None)
+        raw = self._charges.get(key_hash(charge_id), (None, None, None)) if charge_id else (None, None, None)
         seen = {"customer": raw[0], "amount": raw[1]}
         customer, amount, currency = get_str(seen, "customer"), get_int(seen, "amount"), normalize_currency(raw[2])
         fraud_type = get_str(warning, "fraud_type") or "unknown"
