@@ -11,7 +11,6 @@ import base64
 import struct
 import sys
 from array import array
-from operator import attrgetter
 from typing import Any
 
 NEG_INF = 0  # "never" for payment times (Stripe times are far above 0); 0 keeps the stored JSON short
@@ -58,6 +57,7 @@ _DEFAULTS: dict[str, Any] = {
     "paused": False, "settled": (), "list_monthly": 0.0, "invoices_per_month": 0.0, "discount_end": None,
     "livemode": -1, "snap_kind": 1,
 }  # fmt: skip
+_OPTIONAL_AT = tuple(i for i, name in enumerate(_INT_FIELDS) if name in _OPTIONAL)
 _INT_TEMPLATE: array[int] = array("q", (_NONE if _DEFAULTS.get(n) is None else _DEFAULTS[n] for n in _INT_FIELDS))
 
 
@@ -190,8 +190,23 @@ class Sub:
             self.settled = (*self.settled[-(KEEP_SETTLED - 1) :], mark)
 
     def dump(self) -> tuple[Any, ...]:
-        """Every field in declaration order (a tuple of atomic values: the cyclic GC stops tracking it)."""
-        return _ALL(self)
+        """Every field in _FIELDS order (a tuple of atomic values: the cyclic GC stops tracking it). Written out
+        rather than read through the descriptors: the ledger's tick dumps every changed record on the event loop,
+        and field by field took 1.8 us a record against 1.0 (timeit); a tick with ~750 changed records (2,000
+        benchmark events/s) 3.4-4.5 ms, against 2.5-3.4 ms now and 2.3-3.3 ms with the dataclass (in process)."""
+        n: list[Any] = self._ints.tolist()
+        for k in _OPTIONAL_AT:
+            if n[k] == _NONE:
+                n[k] = None
+        first_seen, snap_created, last_payment, paid_through, period_start, period_end, trial_end = n[:7]
+        cancel_at, open_since, open_amount, interval_s, discount_end = n[7:12]
+        return (
+            self.customer, self.status, self.currency, self.open_invoice, self.alerted, self.lapsed, first_seen,
+            snap_created, last_payment, paid_through, period_start, period_end, trial_end, cancel_at, open_since,
+            open_amount, self.monthly, interval_s, self.send_invoice_days, self.cancel_at_period_end, self.paused,
+            tuple(m for m in n[12:] if m != _NONE), self.list_monthly, self.invoices_per_month, discount_end,
+            self.livemode, self.snap_kind,
+        )  # fmt: skip
 
     @classmethod
     def load(cls, values: Any) -> Sub | None:
@@ -228,7 +243,6 @@ class Sub:
 
 
 _FIELDS = tuple(_DEFAULTS)  # every field in the stored order
-_ALL = attrgetter(*_FIELDS)
 _CODES = ("livemode", "snap_kind")  # small codes where 0 is a value, not "never"
 _STRING = (str, type(None))
 _OPTIONAL_TIME = (int, type(None))
