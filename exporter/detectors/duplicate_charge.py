@@ -62,12 +62,19 @@ def _entries(value: bytes) -> list[Entry]:
     for line in value.split(b"\n"):
         parts = line.decode().split(" ")
         invoice, intent = (parts[3], parts[4]) if len(parts) == 5 else (NONE, NONE)
-        out.append((int(parts[0]), int(parts[1]), parts[2], invoice, intent))
+        created = int(parts[0])
+        out.append((created, created + int(parts[1]), parts[2], invoice, intent))
     return out
 
 
 def _pack(created: int, received: int, charge_id: str, invoice: str = NONE, intent: str = NONE) -> bytes:
-    return f"{created} {received} {charge_id} {invoice} {intent}".encode()
+    # The reception as seconds after `created` (usually a digit or two, not ten): ~9 bytes less per charge.
+    return f"{created} {received - created} {charge_id} {invoice} {intent}".encode()
+
+
+def _received(line: bytes) -> int:
+    created, after, _ = line.split(b" ", 2)
+    return int(created) + int(after)
 
 
 def _token(value: str | None) -> str:
@@ -97,9 +104,9 @@ class DuplicateChargeDetector:
         self.severity = config.severity
         self.window = config.window_seconds
         self.horizon = config.window_seconds + config.late_arrival_seconds
-        # key_hash("mode|payer|currency|amount") -> b"created received charge_id" lines. A 60-bit hash collision
-        # between two keys would merge them; at 10^6 remembered charges its odds are about 10^-6 (60 bits, not 64:
-        # 16 bytes less per key, 1.5 MB at the default 100,000).
+        # key_hash("mode|payer|currency|amount") -> b"created received-created charge_id invoice intent" lines. A
+        # 60-bit hash collision between two keys would merge them; at 10^6 remembered charges its odds are about
+        # 10^-6 (60 bits, not 64: 16 bytes less per key, 1.5 MB at the default 100,000).
         self._index: dict[int, bytes] = {}
         # (bucket, [hash, ...]) in reception order, for pruning without scanning the index.
         self._buckets: deque[tuple[int, list[int]]] = deque()
@@ -331,7 +338,7 @@ class DuplicateChargeDetector:
             if value is None:
                 continue
             if b"\n" not in value:
-                if int(value.split(b" ", 2)[1]) < cutoff:
+                if _received(value) < cutoff:
                     del index[h]
                 continue
             kept = [e for e in _entries(value) if e[1] >= cutoff]
