@@ -84,20 +84,9 @@ PRUNE_CHUNK_ROWS = 5000
 # an id commit, and every webhook waiting for it waits for the ftruncate. With 4 MB, at 1,000 of the ingest
 # benchmark's events a second (each changed subscription is a 4 KB page in the WAL, so the WAL grows by MBs a
 # second), that ftruncate took up to 67 ms (strace) and the longest id commit was 77-96 ms; without the cut, 4-20 ms
-# (four runs alternated, load 4-5, 2026-12-02, with 50-row key/value chunks). 128 MB is far above what a second of
-# one account's traffic writes, and above what the WAL holds when it starts over (WAL_RESTART_FRAMES plus a second
-# of the benchmark's saturating load, ~40 MB; with 64 MB the file was cut back at that load), and still bounds the
-# file on disk after a burst.
-WAL_SIZE_LIMIT_BYTES = 128 << 20
-
-# The WAL is let start over (checkpoint()'s second pass, in the writer thread) once it holds this many frames
-# (pages: 32 MB at SQLite's default 4 KB), not after every checkpoint. That pass syncs the database file and took
-# 11-25 ms on average, up to 131 ms on a loaded machine, and every webhook answered meanwhile waits for it
-# (probe around `billingwatch serve` at 2,000 benchmark events/s, 2026-12-03). At that rate the WAL grows by about
-# 15 MB a second (each id commit rewrites the leaf pages of its random ids), so the pass now runs every two seconds
-# or so instead of every second (writer blocked 125 against 224 ms in 10 s); at one account's rates, rarely. The
-# WAL then holds up to this plus a second of writes when it starts over: WAL_SIZE_LIMIT_BYTES is above that.
-WAL_RESTART_FRAMES = 8192
+# (four runs alternated, load 4-5, 2026-12-02, with 50-row key/value chunks). 64 MB is far above what a second of
+# one account's traffic writes, and still bounds the file on disk after a burst.
+WAL_SIZE_LIMIT_BYTES = 64 << 20
 
 SEEN_ROWS_PER_STATEMENT = 2000  # ids per one-statement group commit (SQLite allows 32,766 parameters)
 
@@ -740,29 +729,23 @@ class StateStore:
 
     async def checkpoint(self) -> None:
         """Copy the WAL into the database off the loop: first beside the writer (PASSIVE: never waits for, nor
-        blocks, it), then, once the WAL holds WAL_RESTART_FRAMES, what the writer appended meanwhile, from the
-        writer thread between two writes.
+        blocks, it), then what the writer appended meanwhile, from the writer thread between two writes.
 
         The second pass is what lets the WAL start over. SQLite rewrites the WAL from its beginning only after a
         checkpoint copied every frame in it; under steady traffic the writer always appends a few frames while
         the first pass runs, so the WAL never started over: after the ingest benchmark's 1M events it was
         508 MB on disk and its index (`-shm`, mapped into the process) 7.1 MB of RSS, both growing with uptime
-        (2026-12-03). The second pass only copies the frames of the first pass's duration, but it syncs the
-        database file, and id commits queue behind it: WAL_RESTART_FRAMES says why it does not run every time."""
+        (2026-12-03). The second pass only copies the frames of the first pass's duration, so an id commit waits
+        for little (and a WAL kept small is never cut back, see WAL_SIZE_LIMIT_BYTES)."""
         if self._in_memory or self._closed:
             return
 
-        def run() -> int:
+        def run() -> None:
             with self._checkpoint_lock, contextlib.suppress(sqlite3.Error):  # a failed one is retried by the next
                 if not self._closed:
-                    # (busy, frames in the WAL, frames checkpointed)
-                    row = self._cdb.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    return int(row[1]) if row else 0
-            return 0
+                    self._cdb.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-        frames = await asyncio.to_thread(run)
-        if frames < WAL_RESTART_FRAMES:
-            return
+        await asyncio.to_thread(run)
         with contextlib.suppress(RuntimeError):  # the writer is closed: close() checkpoints on its own
             await asyncio.wrap_future(self._writer.submit(self._catch_up))
 
