@@ -13,7 +13,6 @@ import re
 from importlib import resources
 from typing import Any
 
-import markdown
 from aiohttp import web
 
 PATH = "/runbook"
@@ -36,6 +35,10 @@ def page() -> str:
         text = resources.files("exporter").joinpath("runbook.md").read_text(encoding="utf-8")
     except OSError:
         return _PAGE.format(body="<p>The runbook is not part of this installation: see docs/runbook.md.</p>")
+    # Imported here, on the first request for the page: the markdown package and the XML parser it brings cost
+    # ~0.8 MB of RSS in every serving process, most of which never renders the runbook (issue 15).
+    import markdown
+
     body = markdown.markdown(text, extensions=["toc", "tables", "fenced_code"], output_format="html")
     # Links to the other docs (alerting.md) are relative to docs/, which is not served: name the file instead.
     body = _RELATIVE_LINK.sub(r"\2 (docs/\1)", body)

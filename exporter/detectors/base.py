@@ -14,6 +14,12 @@ if TYPE_CHECKING:
     from exporter.detectors.board import AnomalyBoard
 
 
+def key_hash(text: str) -> int:
+    """60 bits of `text`'s hash, for detectors that remember many ids by hash: an int of two 30-bit digits (32 bytes)
+    rather than three (48). At 100,000 remembered keys two collide with odds of ~4 * 10^-9."""
+    return hash(text) & 0x0FFF_FFFF_FFFF_FFFF
+
+
 class Detector(Protocol):
     # Short snake_case name; becomes the `detector` label of its alerts.
     name: str

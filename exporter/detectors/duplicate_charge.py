@@ -21,7 +21,7 @@ known yet is held for INVOICE_LINK_WAIT_SECONDS before it is reported; charges m
 click, a retry) are reported at once.
 
 Cost on the hot path: one or two hashes, dict lookups and list appends per captured charge. Memory per remembered
-name is about 200 bytes (a 64-bit hash of mode|payer|currency|amount -> a compact bytes record); a customer
+name is about 200 bytes (a 60-bit hash of mode|payer|currency|amount -> a compact bytes record); a customer
 paying by card takes two. Persistence writes one StateStore row per tick holding that second's charges, not one
 row per charge (SQLite rows are the expensive part of a flush); a restart reads those rows back.
 """
@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter
 
+from exporter.detectors.base import key_hash
 from exporter.detectors.board import AnomalyBoard
 from exporter.detectors.config import DuplicateChargeConfig
 from exporter.detectors.payers import identities_of
@@ -61,12 +62,19 @@ def _entries(value: bytes) -> list[Entry]:
     for line in value.split(b"\n"):
         parts = line.decode().split(" ")
         invoice, intent = (parts[3], parts[4]) if len(parts) == 5 else (NONE, NONE)
-        out.append((int(parts[0]), int(parts[1]), parts[2], invoice, intent))
+        created = int(parts[0])
+        out.append((created, created + int(parts[1]), parts[2], invoice, intent))
     return out
 
 
 def _pack(created: int, received: int, charge_id: str, invoice: str = NONE, intent: str = NONE) -> bytes:
-    return f"{created} {received} {charge_id} {invoice} {intent}".encode()
+    # The reception as seconds after `created` (usually a digit or two, not ten): ~9 bytes less per charge.
+    return f"{created} {received - created} {charge_id} {invoice} {intent}".encode()
+
+
+def _received(line: bytes) -> int:
+    created, after, _ = line.split(b" ", 2)
+    return int(created) + int(after)
 
 
 def _token(value: str | None) -> str:
@@ -96,8 +104,9 @@ class DuplicateChargeDetector:
         self.severity = config.severity
         self.window = config.window_seconds
         self.horizon = config.window_seconds + config.late_arrival_seconds
-        # hash("mode|payer|currency|amount") -> b"created received charge_id" lines. A 64-bit hash collision between
-        # two keys would merge them; at 10^6 remembered charges its odds are about 10^-7.
+        # key_hash("mode|payer|currency|amount") -> b"created received-created charge_id invoice intent" lines. A
+        # 60-bit hash collision between two keys would merge them; at 10^6 remembered charges its odds are about
+        # 10^-6 (60 bits, not 64: 16 bytes less per key, 1.5 MB at the default 100,000).
         self._index: dict[int, bytes] = {}
         # (bucket, [hash, ...]) in reception order, for pruning without scanning the index.
         self._buckets: deque[tuple[int, list[int]]] = deque()
@@ -170,7 +179,7 @@ class DuplicateChargeDetector:
         best: tuple[Entry, str] | None = None
         for name in names:
             key = f"{mode}|{name}|{currency}|{amount}"
-            found = self._remember(hash(key), created, int(received), charge_id, invoice, intent)
+            found = self._remember(key_hash(key), created, int(received), charge_id, invoice, intent)
             if found is False:
                 return  # the same charge again
             self._chunk.append((key, charge_id, created, int(received), invoice, intent))
@@ -329,7 +338,7 @@ class DuplicateChargeDetector:
             if value is None:
                 continue
             if b"\n" not in value:
-                if int(value.split(b" ", 2)[1]) < cutoff:
+                if _received(value) < cutoff:
                     del index[h]
                 continue
             kept = [e for e in _entries(value) if e[1] >= cutoff]
@@ -357,7 +366,7 @@ class DuplicateChargeDetector:
         rows.sort(key=lambda e: e[3])
         for key, charge_id, created, received, *rest in rows:
             invoice, intent = (str(rest[0]), str(rest[1])) if rest else (NONE, NONE)
-            self._remember(hash(key), int(created), int(received), str(charge_id), invoice, intent)
+            self._remember(key_hash(key), int(created), int(received), str(charge_id), invoice, intent)
 
 
 def intent_charge_id(intent: dict[str, Any]) -> str | None:
