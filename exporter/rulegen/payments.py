@@ -27,8 +27,8 @@ def group(cfg: RulesConfig) -> dict[str, Any]:
         "name": "billingwatch-payments",
         "interval": cfg.intervals.payments,
         # In a group of its own, in this order: Prometheus evaluates a group's rules one after another at one
-        # timestamp, so the 15-minute path crosses no group boundary (each costs up to an interval) until the
-        # spike record.
+        # timestamp, so the 15-minute path has no group boundary (each costs up to an interval) inside it, and one
+        # to the on-session alerts, which read its records directly.
         "lead": lead,
         "rules": [r for r in rules if r not in lead]
         + card_testing_rules(cfg)
@@ -198,8 +198,10 @@ def processing_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
         f"clamp_min(\n  ceil(ln({num(c.processing_false_alerts_per_30_days)} / {monthly})"
         f" / ln({PROCESSING}:ratio_baseline{c.baseline_days}d)),\n  {c.processing_min_failing_payers}\n)"
     )
-    sel_ = sel(cfg, "stripe_charge_processing_failed_payers_total")
-    return [record(f"{PROCESSING}:increase{w}", counter_increase(sel_, w, BY_JOB)) for w in (c.short_window, step)] + [
+    counter = sel(cfg, "stripe_charge_processing_failed_payers_total")
+    return [
+        record(f"{PROCESSING}:increase{w}", counter_increase(counter, w, BY_JOB)) for w in (c.short_window, step)
+    ] + [
         # (failures + 1) / (attempts + 2) over the last days: never 0 (an account that has not seen one yet), and
         # an outage in those days raises it (and r) for a week rather than being forgotten.
         record(
