@@ -223,6 +223,12 @@ async def test_replay_explains_a_wrong_secret(tmp_path: Path) -> None:
     assert "hint: every delivery was refused as invalid_signature" in err
 
 
+DEFAULT_SIGINT_THEN_EXEC = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
+
+
 async def test_replay_defaults_to_a_pace_that_ends_within_ten_minutes_and_ctrl_c_is_one_line(tmp_path: Path) -> None:
     now = int(time.time())
     path = tmp_path / "two-days.jsonl"
@@ -231,17 +237,19 @@ async def test_replay_defaults_to_a_pace_that_ends_within_ten_minutes_and_ctrl_c
             "charge.succeeded", samples.charge(created=now - 2 * 86400 + i * 43200), event_id=f"evt_pace_{i}")}) + "\n"
         for i in range(5)  # one event every 12 hours: two days in all
     ))  # fmt: skip
+    # Started with SIGINT at its default: a suite run as a background job of a script has SIGINT ignored, a child
+    # inherits that, and an ignored Ctrl-C is respected (and a shell's `trap - INT` cannot undo it).
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "replay", str(path), "--url", "http://127.0.0.1:9/webhooks/stripe",
-        "--secret", SECRET, cwd=REPO, stderr=asyncio.subprocess.PIPE,
+        sys.executable, "-c", DEFAULT_SIGINT_THEN_EXEC, "-m", "exporter", "replay", str(path),
+        "--url", "http://127.0.0.1:9/webhooks/stripe", "--secret", SECRET, cwd=REPO, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stderr is not None
     first = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
     assert "5 events spanning 172800 s" in first and "at 288x (about 600 s)" in first, first
     proc.send_signal(signal.SIGINT)
     rest = (await asyncio.wait_for(proc.stderr.read(), 60)).decode()
-    assert await asyncio.wait_for(proc.wait(), 60) == 130
-    assert "billingwatch replay: interrupted" in rest and "Traceback" not in rest, rest
+    code = await asyncio.wait_for(proc.wait(), 60)
+    assert code == 130 and "billingwatch replay: interrupted" in rest and "Traceback" not in rest, (code, rest)
 
 
 async def test_simulate_twice_sends_new_events_not_redeliveries_of_the_first_run(tmp_path: Path) -> None:

@@ -10,13 +10,13 @@ the events' real age in its delivery-delay histogram, which is what a webhook-la
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from exporter.history.events_file import index_history, iter_history
+from exporter.history.interrupt import run_interruptible
 from exporter.history.sender import latency_summary, send_all
 
 # The default pace: recorded gaps shrink just enough to finish within ten minutes. Real time (speed 1) is rarely
@@ -50,7 +50,7 @@ def run_replay(
                 event["created"] = int(event["created"] + shift)
             yield (vtime - index.first) / speed, event
 
-    stats = asyncio.run(
+    stats = run_interruptible(
         send_all(items(), url=url, secret=secret, concurrency=concurrency, log=log,
                  as_fast_as_possible=as_fast_as_possible, total=len(index), planned_seconds=span / speed)
     )  # fmt: skip

@@ -8,12 +8,12 @@ to fit (a quarter of the run, at most 40 min). What each one does live is in doc
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from exporter.history.generator import DAY, HistoryGenerator
+from exporter.history.interrupt import run_interruptible
 from exporter.history.sender import latency_summary, send_all
 
 
@@ -46,7 +46,9 @@ def run_live(
     # Offsets from the moment sending starts (generation took a little time; keep the schedule relative).
     items = [(received - now, event) for received, event in pairs]
     planned = items[-1][0] if items else 0.0
-    stats = asyncio.run(send_all(items, url=url, secret=secret, log=log, total=len(items), planned_seconds=planned))
+    stats = run_interruptible(
+        send_all(items, url=url, secret=secret, log=log, total=len(items), planned_seconds=planned)
+    )
     unique = len({e["id"] for _, e in pairs})
     log(f"simulate: done. {stats.line()}; {latency_summary(stats)}")
     log(f"  sent {unique} unique events and {len(pairs) - unique} planned redeliveries")
