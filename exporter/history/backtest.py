@@ -30,6 +30,7 @@ from exporter.history.rules_eval import (
     duration_or,
     evaluate,
     load_rules,
+    load_yaml,
     metric_names,
     rule_files,
 )
@@ -65,7 +66,7 @@ def scrape_settings(prometheus_yml: Path | None = None) -> tuple[str, float]:
     path = prometheus_yml or (REPO_ROOT / "prometheus.yml")
     job, evaluation = "billingwatch", 60.0
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        doc = load_yaml(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return job, evaluation
     evaluation = duration_or((doc.get("global") or {}).get("evaluation_interval"), evaluation)

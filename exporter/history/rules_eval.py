@@ -85,12 +85,22 @@ class AlertSpan:
         }
 
 
+# libyaml's loader where PyYAML has it (the manylinux wheels do): the same documents, and a backtest parses every
+# rule and promtool test file (17 files, 0.85 s with the pure-Python loader, 0.06 s with this one, three times
+# per backtest: 2.7 s of a 6-day backtest's cProfile).
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YAML_LOADER)  # a safe loader, libyaml or pure Python
+
+
 def rule_files(rules_dir: Path) -> list[Path]:
     """Rule files of a directory: *.yml/*.yaml with a `groups:` key (unit-test files are skipped)."""
     found = []
     for path in sorted(list(rules_dir.rglob("*.yml")) + list(rules_dir.rglob("*.yaml"))):
         try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+            doc = load_yaml(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError):
             continue
         if isinstance(doc, dict) and isinstance(doc.get("groups"), list):
@@ -101,7 +111,7 @@ def rule_files(rules_dir: Path) -> list[Path]:
 def load_rules(files: list[Path], default_interval: float) -> list[Rule]:
     rules = []
     for path in files:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = load_yaml(path.read_text(encoding="utf-8"))
         for group in doc.get("groups") or []:
             interval = duration_or(group.get("interval"), default_interval)
             for r in group.get("rules") or []:
