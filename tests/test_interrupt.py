@@ -55,11 +55,14 @@ def test_ctrl_c_is_keyboard_interrupt_even_when_the_coroutine_finishes_its_work(
 def test_ctrl_c_at_the_moment_the_loop_starts_is_keyboard_interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
     # Python 3.11's asyncio.run loses a SIGINT that lands just after it installs its own handler: the coroutine is
     # cancelled but CancelledError escapes (exit 1, a traceback). Deliver one right after every handler install.
+    # (Plain asyncio.run fails this test on Python 3.11.)
     real_signal: Callable[..., Any] = signal.signal
+    delivered: list[Any] = []
 
     def signal_then_ctrl_c(signum: int, handler: Any) -> Any:
         previous = real_signal(signum, handler)
         if signum == signal.SIGINT and handler is not signal.default_int_handler:
+            delivered.append(handler)
             _ctrl_c()
         return previous
 
@@ -70,8 +73,7 @@ def test_ctrl_c_at_the_moment_the_loop_starts_is_keyboard_interrupt(monkeypatch:
     monkeypatch.setattr(signal, "signal", signal_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         run_interruptible(waits())
-    with pytest.raises(asyncio.CancelledError):  # what asyncio.run alone does with the same Ctrl-C
-        asyncio.run(waits())
+    assert delivered, "the Ctrl-C was never sent: the test did not exercise the race"
 
 
 def test_without_ctrl_c_the_result_comes_back_and_the_handler_is_restored() -> None:
