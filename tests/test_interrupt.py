@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -82,4 +83,14 @@ def test_without_ctrl_c_the_result_comes_back_and_the_handler_is_restored() -> N
         return 42
 
     assert run_interruptible(answers()) == 42
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_outside_the_main_thread_it_runs_as_asyncio_run_does() -> None:
+    # signal.signal() works in the main thread only; a command run from a worker thread must still run.
+    async def answers() -> int:
+        return 7
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(run_interruptible, answers()).result(timeout=30) == 7
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 from collections.abc import Coroutine
 from types import FrameType
 from typing import Any, TypeVar
@@ -19,8 +20,11 @@ T = TypeVar("T")
 
 
 def run_interruptible(main: Coroutine[Any, Any, T]) -> T:
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        # SIGINT ignored (a background job of a script) or handled by an embedding program: leave it to them.
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        # Signals reach the main thread only; SIGINT ignored (a background job of a script) or handled by an
+        # embedding program: leave it to them.
         return asyncio.run(main)
     task: asyncio.Task[T] | None = None
     interrupted = False
