@@ -37,3 +37,38 @@ def test_quick_benchmark_completes_and_reports_every_figure(tmp_path):
     assert exp["rss_mb"] > 0
     assert exp["scrape"]["count"] > 0 and exp["scrape"]["series"] > 0
     assert 1500 < exp["saturation"]["mean_body_bytes"] < 4500  # realistic payload sizes
+
+
+def test_backtest_speed_bench_runs_a_generated_history_and_reports_its_phases(tmp_path):
+    out = tmp_path / "speed.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.backtest_speed", "--days", "1", "--events-per-day", "300", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "backtest wall clock" in proc.stdout and ("PASS" in proc.stdout or "FAIL" in proc.stdout)
+    report = orjson.loads(out.read_bytes())
+    assert report["days"] == 1 and report["events_per_day"] == 300
+    assert 200 < report["events"] < 600  # the generator's day of ~300 events, redeliveries included
+    assert report["wall_seconds"] > 0 and report["cpu_user_seconds"] > 0
+    assert report["reference_seconds"] > 0
+    ratio, wall, ref = report["wall_per_reference"], report["wall_seconds"], report["reference_seconds"]
+    assert abs(ratio * ref - wall) <= 0.05 * wall + 0.1  # the wall clock in units of the machine's reference
+    # The backtest's own progress lines were read: each phase is there and within the run's wall clock.
+    for key in ("ingest_and_sampling_seconds", "raw_backfill_seconds", "rule_query_seconds"):
+        assert 0 <= report[key] <= report["wall_seconds"], key
+    assert report["rule_levels"] >= 1 and report["reported_seconds"] <= report["wall_seconds"]
+
+
+def test_backtest_speed_bench_refuses_a_missing_history(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.backtest_speed", "--history", str(tmp_path / "nope.jsonl")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "no such file" in proc.stderr
