@@ -37,8 +37,9 @@ from bench.events import id_prefix
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
-# Targets of issue 2 (2-core machine).
-TARGET_RATIO = 0.5
+# Targets (2-core machine): issue 2 set them with a ratio of 0.5; issue 15 (the simplification onto stock
+# prometheus_client types) holds the exporter to 0.45, the floor the tables in docs/benchmark.md are read against.
+TARGET_RATIO = 0.45
 TARGET_P99_MS = 5.0
 TARGET_RSS_MB = 150.0
 TARGET_SCRAPE_MS = 50.0

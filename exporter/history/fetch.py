@@ -18,8 +18,6 @@ from typing import IO, Any
 import orjson
 import stripe
 
-from exporter import __version__
-
 _SINCE = re.compile(r"^(\d+)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 PAGE_SIZE = 100  # Stripe's maximum
@@ -119,10 +117,6 @@ def fetch_events(
     out.flush()
     log(f"fetch-events: {written} events written (oldest {_iso(oldest)})")
     return written
-
-
-def user_agent() -> str:
-    return f"billingwatch/{__version__}"
 
 
 def _iso(ts: Any) -> str:
