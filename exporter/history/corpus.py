@@ -125,6 +125,45 @@ SCENARIOS: tuple[Scenario, ...] = (
         ),
         seed=17,
     ),
+    Scenario(
+        "b2b-clean",
+        "300/day, a business-hours account: weekends at 10 %, 95 % diurnal swing peaking 14:00 UTC",
+        TrafficSpec(300, weekend_factor=0.1, diurnal_amplitude=0.95, peak_hour_utc=14.0),
+        seed=43,
+    ),
+    Scenario(
+        "fast-growth-clean",
+        "100/day growing 15 % a week (a young account: +75 % over the warm-up)",
+        TrafficSpec(100, weekend_factor=0.6, growth_per_week=0.15),
+        seed=44,
+    ),
+    Scenario(
+        "high-risk-clean",
+        "600/day with 18 % declines, 0.5 % disputes, 12 % refunds (high but normal for the account)",
+        TrafficSpec(
+            600,
+            weekend_factor=0.8,
+            decline_rate=0.18,
+            renewal_decline_rate=0.15,
+            dispute_rate=0.005,
+            refund_rate=0.12,
+        ),
+        seed=45,
+    ),
+    Scenario(
+        "mid-renewal-clean",
+        "1,500/day, 50 % renewals, 70 % of them on the 29th: the renewal day is in the week before the evaluated "
+        "one, so every baseline of the evaluated week has it among its weeks",
+        TrafficSpec(
+            1500,
+            weekend_factor=0.45,
+            subscription_share=0.5,
+            anchor_share=0.7,
+            anchor_day=29,
+            currencies=(("usd", 0.7), ("eur", 0.3)),
+        ),
+        seed=61,
+    ),
     # -- anomalies -----------------------------------------------------------------------------------------------
     Scenario(
         "tiny-anomalies",
@@ -196,6 +235,16 @@ SCENARIOS: tuple[Scenario, ...] = (
             AnomalySpec("negative_invoice", at(4, 11), livemode=False),
         ),
         seed=25,
+    ),
+    Scenario(
+        "subs-renewal-anomalies",
+        "60/day, 95 % subscriptions, 80 % renewing on the 3rd: an outage on the renewal day, a churn spike",
+        TrafficSpec(60, subscription_share=0.95, anchor_share=0.8, anchor_day=3, guest_share=0.0),
+        (
+            AnomalySpec("total_outage", at(1, 9), HOUR, size=8),
+            AnomalySpec("churn_spike", at(4, 6), 12 * HOUR, size=5),
+        ),
+        seed=47,
     ),
     Scenario(
         "huge-50k",
