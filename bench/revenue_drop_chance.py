@@ -3,9 +3,7 @@
 docs/detectors.md ("revenue_drop", "Choosing z") quotes its figures. Needs numpy (not a project dependency: run it
 with a Python that has it). It mimics the shipped rules on 5-minute evaluations: an hourly increase, the window as
 the mean of the hourly values times its hours, the same window 1..4 weeks earlier, their median (the mean of the
-middle two), the test `C < (sqrt(E) - k)^2` with E >= 10, 30 minutes of `for` and 6 hours of `keep_firing_for`;
-and the last completed UTC day against the same weekday 1..4 weeks earlier, judged for the first 6 hours of the
-next day, alone and together with the rolling windows (what one currency's alert does).
+middle two), the test `C < (sqrt(E) - k)^2` with E >= 10, 30 minutes of `for` and 6 hours of `keep_firing_for`.
 The amount condition is left out (at these volumes it rarely filters a count that chance made this low), so the
 figures are an upper bound for the shipped alert. Traffic: a diurnal shape (+-60 %) and weekends at 45 %.
 """
@@ -42,58 +40,19 @@ def episodes(cond: np.ndarray) -> int:
     return count
 
 
-HOLD_STEPS = 72  # the completed day is judged from 00:00 to 06:00 UTC
-
-
-def simulate(rng: np.random.Generator, per_day: float, weeks: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hourly increases at each 5-minute step, and the step's index."""
+def chance_per_30_days(rng: np.random.Generator, per_day: float, weeks: int, hours: int, margin: float) -> float:
     n = (4 + weeks) * WEEK
     counts = rng.poisson(traffic_shape(n) * per_day / STEPS_PER_DAY).astype(float)
     cum = np.concatenate([[0.0], np.cumsum(counts)])
-    return np.concatenate([np.zeros(12), cum[12:] - cum[:-12]])[:n], np.arange(n)
-
-
-def test(window: np.ndarray, margin: float) -> np.ndarray:
-    """The count test against the median of the same value 1..4 weeks earlier (the mean of the middle two)."""
-    n = len(window)
+    hourly = np.concatenate([np.zeros(12), cum[12:] - cum[:-12]])[:n]
+    k = hours * 12
+    hcum = np.concatenate([[0.0], np.cumsum(hourly)])
+    window = np.concatenate([np.full(k, np.nan), (hcum[k:] - hcum[:-k]) / k * hours])[:n]
     past = np.sort([np.concatenate([np.full(j * WEEK, np.nan), window[: n - j * WEEK]]) for j in range(1, 5)], 0)
     usual = (past[1] + past[2]) / 2
     with np.errstate(invalid="ignore"):
-        return np.asarray((window < np.clip(np.sqrt(usual) - margin, 0, None) ** 2) & (usual >= 10))
-
-
-def rolling(hourly: np.ndarray, hours: int) -> np.ndarray:
-    k = hours * 12
-    hcum = np.concatenate([[0.0], np.cumsum(hourly)])
-    return np.concatenate([np.full(k, np.nan), (hcum[k:] - hcum[:-k]) / k * hours])[: len(hourly)]
-
-
-def completed_day(hourly: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """The day window as it was at the last midnight, held all day (the rules read it in the first 6 hours)."""
-    day = rolling(hourly, 24)
-    return day[steps - steps % STEPS_PER_DAY]
-
-
-def per_30_days(cond: np.ndarray, weeks: int) -> float:
+        cond = (window < np.clip(np.sqrt(usual) - margin, 0, None) ** 2) & (usual >= 10)
     return episodes(cond[4 * WEEK + STEPS_PER_DAY :]) / (weeks * 7 / 30)
-
-
-def chance_per_30_days(rng: np.random.Generator, per_day: float, weeks: int, hours: int, margin: float) -> float:
-    hourly, _ = simulate(rng, per_day, weeks)
-    return per_30_days(test(rolling(hourly, hours), margin), weeks)
-
-
-def chance_with_completed_day(
-    rng: np.random.Generator, per_day: float, weeks: int, margins: tuple[float, float, float]
-) -> tuple[float, float]:
-    """Chance episodes of the completed-day look alone, and of one currency's alert (both rolling windows and the
-    completed day: they share keep_firing_for, so overlapping looks are one episode)."""
-    hourly, steps = simulate(rng, per_day, weeks)
-    day, short, completed = margins
-    held = steps % STEPS_PER_DAY < HOLD_STEPS
-    done = test(completed_day(hourly, steps), completed) & held
-    union = test(rolling(hourly, 24), day) | test(rolling(hourly, 6), short) | done
-    return per_30_days(done, weeks), per_30_days(union, weeks)
 
 
 def main() -> None:
@@ -107,10 +66,6 @@ def main() -> None:
         for hours, margins in ((24, (1.770, 1.861)), (6, (2.031, 1.861))):
             rates = {m: round(chance_per_30_days(rng, per_day, args.weeks, hours, m), 2) for m in margins}
             print(f"{per_day:>5}/day {hours:>2}h window: chance alerts per 30 days by margin k: {rates}", flush=True)
-        # The completed day: k = 2.713 x 0.570 = 1.547 (daily_false_alerts_per_30_days 0.1); with the shipped rolling k.
-        alone, union = chance_with_completed_day(rng, per_day, args.weeks, (1.770, 2.031, 1.547))
-        print(f"{per_day:>5}/day completed UTC day (k 1.547): {alone:.2f} a month; "
-              f"one currency's alert, all three windows: {union:.2f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

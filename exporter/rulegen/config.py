@@ -121,7 +121,6 @@ class RevenueDropRules:
     critical_drop_ratio: float
     min_expected_charges: int
     false_alerts_per_30_days: float
-    daily_false_alerts_per_30_days: float
     min_up_ratio: float
     for_duration: str
     keep_firing_for: str
@@ -207,8 +206,6 @@ class RulesConfig:
             errors.append("rules.revenue_drop: need 1 <= min_baseline_weeks <= baseline_weeks <= 8")
         if not 0 < rd.false_alerts_per_30_days <= 3:
             errors.append("rules.revenue_drop.false_alerts_per_30_days: must be above 0 and at most 3")
-        if not 0 <= rd.daily_false_alerts_per_30_days <= 3:
-            errors.append("rules.revenue_drop.daily_false_alerts_per_30_days: must be 0 (off) to 3")
         try:
             hour, short, long = (parse_duration(x) for x in ("1h", rd.short_window, rd.window))
             if not (hour <= short <= long <= 7 * 86400 and short % hour == 0 and long % hour == 0):

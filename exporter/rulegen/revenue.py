@@ -7,9 +7,7 @@ it twice, and invoices marked paid out of band move no money through Stripe.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Any
 
 from exporter.rulegen.config import RulesConfig
@@ -36,89 +34,67 @@ BY = "currency, livemode"
 BY_ALL = "livemode"
 
 
-def window_z(cfg: RulesConfig, n: Names) -> float:
-    """The z of a window's Poisson test: each rolling window, watched as it rolls, alerts by chance about
+def window_z(cfg: RulesConfig, window: str) -> float:
+    """The z of a window's Poisson test: each window, watched as it rolls, alerts by chance about
     false_alerts_per_30_days times in 30 days (docs/detectors.md, "revenue_drop"), so the 6h window needs a larger
-    z than the day. The completed UTC day is one look a day: daily_false_alerts_per_30_days over 30 looks."""
-    r = cfg.revenue_drop
-    if n.completed:
-        return round(-NormalDist().inv_cdf(r.daily_false_alerts_per_30_days / 30), 3)
-    return scan_z(parse_duration(n.window), r.false_alerts_per_30_days)
-
-
-# The completed-day look is judged for this long after UTC midnight (then keep_firing_for): the day's verdict is
-# one notification in the morning, not an alert that stays red, and re-notifies, all the next day.
-COMPLETED_DAY_HOLD_HOURS = 6
+    z than the day."""
+    return scan_z(parse_duration(window), cfg.revenue_drop.false_alerts_per_30_days)
 
 
 @dataclass(frozen=True)
 class Names:
-    """Recorded series of one window of revenue_drop: a rolling window, or (completed) the last whole UTC day."""
+    """Recorded series of one window of revenue_drop."""
 
     window: str
-    completed: bool = False
-
-    @property
-    def tag(self) -> str:
-        return "_utc_day" if self.completed else self.window
-
-    @property
-    def hours(self) -> int:
-        return 24 if self.completed else parse_duration(self.window) // 3600
-
-    @property
-    def up(self) -> str:
-        return f"job:up:avg_over_time{self.tag}"
-
-    @property
-    def hold(self) -> str:
-        """What else the window's test needs: the completed day is judged in the first hours of the next."""
-        return f"\nand on ()\nhour() < {COMPLETED_DAY_HOLD_HOURS}" if self.completed else ""
 
     @property
     def amount(self) -> str:
-        return f"currency_livemode:stripe_charge_amount:increase{self.tag}"
+        return f"currency_livemode:stripe_charge_amount:increase{self.window}"
 
     @property
     def charges(self) -> str:
-        return f"currency_livemode:stripe_charges_succeeded:increase{self.tag}"
+        return f"currency_livemode:stripe_charges_succeeded:increase{self.window}"
 
     @property
     def charges_all(self) -> str:
-        return f"livemode:stripe_charges_succeeded:increase{self.tag}"
+        return f"livemode:stripe_charges_succeeded:increase{self.window}"
 
     @property
     def amount_usual(self) -> str:
-        return f"currency_livemode:stripe_charge_amount:seasonal_median{self.tag}"
+        return f"currency_livemode:stripe_charge_amount:seasonal_median{self.window}"
 
     @property
     def charges_usual(self) -> str:
-        return f"currency_livemode:stripe_charges_succeeded:seasonal_median{self.tag}"
+        return f"currency_livemode:stripe_charges_succeeded:seasonal_median{self.window}"
 
     @property
     def charges_all_usual(self) -> str:
-        return f"livemode:stripe_charges_succeeded:seasonal_median{self.tag}"
+        return f"livemode:stripe_charges_succeeded:seasonal_median{self.window}"
 
     @property
     def amount_expected(self) -> str:
-        return f"currency_livemode:stripe_charge_amount:seasonal_expected{self.tag}"
+        return f"currency_livemode:stripe_charge_amount:seasonal_expected{self.window}"
 
     @property
     def charges_expected(self) -> str:
-        return f"currency_livemode:stripe_charges_succeeded:seasonal_expected{self.tag}"
+        return f"currency_livemode:stripe_charges_succeeded:seasonal_expected{self.window}"
 
     @property
     def charges_all_expected(self) -> str:
-        return f"livemode:stripe_charges_succeeded:seasonal_expected{self.tag}"
+        return f"livemode:stripe_charges_succeeded:seasonal_expected{self.window}"
 
     def weekly(self, name: str) -> str:
         """The series `name` (one of the window's totals) at the same time of each previous week."""
         level, metric, _ = name.split(":")
-        return f"{level}:{metric}:weekly_increase{self.tag}"
+        return f"{level}:{metric}:weekly_increase{self.window}"
 
     def weeks(self, name: str) -> str:
         level = name.split(":")[0]
         return f"count by ({level.replace('_', ', ')}) ({self.weekly(name)})"
+
+
+def up_record(window: str) -> str:
+    return f"job:up:avg_over_time{window}"
 
 
 HOURLY_AMOUNT = "currency_livemode:stripe_charge_amount:increase1h"
@@ -161,13 +137,13 @@ def revenue_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
     ]
     # The share of the window the exporter was scraped, read once per evaluation instead of once per alert.
     rules += [
-        record(Names(w).up, f"min by (job) (avg_over_time({sel(cfg, 'up')}[{w}]))")
+        record(up_record(w), f"min by (job) (avg_over_time({sel(cfg, 'up')}[{w}]))")
         for w in dict.fromkeys((r.short_window, r.window))
     ]
     rules += trend_records(TREND, HOURLY_CHARGES, BY, r.baseline_weeks)
     rules += trend_records(TREND_ALL, HOURLY_CHARGES, BY_ALL, r.baseline_weeks)
-    for n in _windows(cfg):
-        rules += window_records(cfg, n)
+    for window in dict.fromkeys((r.short_window, r.window)):
+        rules += window_records(cfg, Names(window))
     rules += [
         drop_alert(cfg, "warning", r.warning_drop_ratio),
         drop_alert(cfg, "critical", r.critical_drop_ratio),
@@ -176,32 +152,20 @@ def revenue_rules(cfg: RulesConfig) -> list[dict[str, Any]]:
     return rules
 
 
-def last_utc_day(expr: str) -> str:
-    """`expr` as it was at the last UTC midnight: a subquery's steps are aligned to multiples of its step since the
-    epoch, so [1d:1d] holds one point, midnight (the value changes once a day)."""
-    return f"last_over_time(\n  (\n  {expr}\n  )[1d:1d]\n)"
-
-
 def window_records(cfg: RulesConfig, n: Names) -> list[dict[str, Any]]:
     r = cfg.revenue_drop
-    # A completed day's weekly values must have been covered from its start, up to 48 hours before now.
-    hours = 48 if n.completed else n.hours
+    hours = parse_duration(n.window) // 3600
 
     def total(hourly: str) -> str:
-        return last_utc_day(rolling(hourly, "24h")) if n.completed else rolling(hourly, n.window)
+        return rolling(hourly, n.window)
 
     def weekly(series: str, by: str) -> dict[str, Any]:
         return record(n.weekly(series), weeks_ago(series, by, HOURLY_CHARGES, hours, r.baseline_weeks))
-
-    up = (
-        [record(n.up, last_utc_day(f"min by (job) (avg_over_time({sel(cfg, 'up')}[1d]))"))] if n.completed else []
-    )
 
     def usual(name: str, series: str, by: str) -> dict[str, Any]:
         return record(name, median_of_weeks(n.weekly(series), by))
 
     return [
-        *up,
         record(n.amount, total(HOURLY_AMOUNT)),
         record(n.charges, total(HOURLY_CHARGES)),
         record(n.charges_all, f"sum by ({BY_ALL}) ({n.charges})"),
@@ -218,22 +182,20 @@ def window_records(cfg: RulesConfig, n: Names) -> list[dict[str, Any]]:
 
 
 def _windows(cfg: RulesConfig) -> list[Names]:
-    """The rolling windows, long first, then the completed UTC day unless its budget is 0."""
     r = cfg.revenue_drop
-    rolling_windows = [Names(w) for w in dict.fromkeys((r.window, r.short_window))]
-    return rolling_windows + ([Names("1d", completed=True)] if r.daily_false_alerts_per_30_days > 0 else [])
+    return [Names(w) for w in dict.fromkeys((r.window, r.short_window))]
 
 
 def _significant(cfg: RulesConfig, n: Names, observed: str, usual: str, by: str, trend: Trend) -> str:
     """The window's count of successful charges is improbably low for its seasonal expectation, which rests on
     enough charges and weeks, and the exporter was scraped for most of the window."""
     r = cfg.revenue_drop
-    margin = seasonal_margin(n.weekly(observed), by, window_z(cfg, n), n.hours * 3600, trend)
+    margin = seasonal_margin(n.weekly(observed), by, window_z(cfg, n.window), parse_duration(n.window), trend)
     return (
         f"and on ({by})\n({observed} or {usual} * 0)\n< clamp_min(sqrt({usual}) - {margin}, 0) ^ 2\n"
         f"and on ({by})\n{usual} >= {r.min_expected_charges}\n"
         f"and on ({by})\n{n.weeks(observed)} >= {r.min_baseline_weeks}\n"
-        f"and on ()\nmin({n.up}) >= {r.min_up_ratio}" + n.hold
+        f"and on ()\nmin({up_record(n.window)}) >= {r.min_up_ratio}"
     )
 
 
@@ -248,17 +210,6 @@ def drop_condition(cfg: RulesConfig, ratio: float) -> str:
             + "\n)"
         )
     return "\nor\n".join(parts)
-
-
-def completed_day_text(cfg: RulesConfig, value: Callable[[str], str], all_currencies: bool = False) -> str:
-    """The description's clause for the last completed UTC day, when that look is on."""
-    day = Names("1d", completed=True)
-    if day not in _windows(cfg):
-        return ""
-    observed, usual = (day.amount, day.amount_expected)
-    if all_currencies:
-        observed, usual = (day.charges_all, day.charges_all_expected)
-    return f", {value(observed)} on the last whole UTC day (usually {value(usual)})"
 
 
 def drop_alert(cfg: RulesConfig, severity: str, ratio: float) -> dict[str, Any]:
@@ -285,9 +236,8 @@ def drop_alert(cfg: RulesConfig, severity: str, ratio: float) -> dict[str, Any]:
             f"trend-adjusted median of the same hours of the previous {r.baseline_weeks} weeks: "
             f"{money(long.amount)} collected over the last {long.window} (usually {money(long.amount_expected)}, "
             f"{count(long.charges)} successful charges, usually {count(long.charges_expected)}), "
-            f"{money(short.amount)} over the last {short.window} (usually {money(short.amount_expected)})"
-            f"{completed_day_text(cfg, money)}; {severity} from {percent(ratio)} with fewer charges than chance "
-            "explains."
+            f"{money(short.amount)} over the last {short.window} (usually {money(short.amount_expected)}); "
+            f"{severity} from {percent(ratio)} with fewer charges than chance explains."
         ),
     )
 
@@ -335,8 +285,7 @@ def all_currencies_alert(cfg: RulesConfig) -> dict[str, Any]:
             "Successful charges in all currencies together are {{ $value | humanizePercentage }} below the "
             f"trend-adjusted median of the same hours of the previous {r.baseline_weeks} weeks: "
             f"{count(long.charges_all)} over the last {long.window} (usually {count(long.charges_all_expected)}), "
-            f"{count(short.charges_all)} over the last {short.window} (usually {count(short.charges_all_expected)})"
-            f"{completed_day_text(cfg, count, all_currencies=True)}; "
+            f"{count(short.charges_all)} over the last {short.window} (usually {count(short.charges_all_expected)}); "
             f"warning from {percent(r.warning_drop_ratio)} with fewer charges than chance explains, when no single "
             "currency explains it."
         ),
